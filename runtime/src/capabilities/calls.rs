@@ -1,0 +1,291 @@
+//! `calls`: the calls in a session and the actions a scenario takes on them.
+//!
+//! The host keeps each call's state; the guest holds `call` resources that
+//! name a call by id. Actions go to the [`Telephony`] side, whose outcomes
+//! come back as events; the state moves when those events are delivered, so
+//! the scenario never sees a state its events have not told it about.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use wasmtime::component::Resource;
+
+use super::{SessionState, running_only};
+use crate::bindings::sessionbox::scenario::calls::{self, CallState};
+use crate::bindings::{Capability, Refusal};
+use crate::session::EventSink;
+use crate::telephony::{CallAction, Telephony};
+
+pub type CallId = u32;
+
+/// The host side of a guest's `call` resource.
+pub struct CallHandle {
+    pub id: CallId,
+}
+
+pub(crate) struct Calls {
+    telephony: Arc<dyn Telephony>,
+    events: EventSink,
+    legs: BTreeMap<CallId, Leg>,
+    attempts: usize,
+}
+
+struct Leg {
+    state: LegState,
+    alerting_since: Instant,
+    /// The scenario has seen this call's disconnected or failed event.
+    end_delivered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    Alerting,
+    /// Answered by the scenario, not yet connected.
+    Answering,
+    Connected,
+    Disconnected,
+    Failed,
+}
+
+impl LegState {
+    fn is_live(self) -> bool {
+        matches!(self, Self::Alerting | Self::Answering | Self::Connected)
+    }
+}
+
+impl Calls {
+    pub fn new(telephony: Arc<dyn Telephony>, events: EventSink) -> Self {
+        Calls {
+            telephony,
+            events,
+            legs: BTreeMap::new(),
+            attempts: 0,
+        }
+    }
+
+    /// Admits an incoming call, or says why not (the call-attempt limit).
+    pub fn admit(&mut self, call: CallId, limit: usize) -> Result<(), String> {
+        if self.attempts >= limit {
+            self.telephony
+                .act(call, CallAction::Reject { code: 403 }, &self.events);
+            return Err(format!("{limit} call attempts per session is the limit"));
+        }
+        self.attempts += 1;
+        let leg = Leg {
+            state: LegState::Alerting,
+            alerting_since: Instant::now(),
+            end_delivered: false,
+        };
+        self.legs.insert(call, leg);
+        Ok(())
+    }
+
+    /// Calls that are alerting, being answered or connected.
+    pub fn live(&self) -> usize {
+        self.legs.values().filter(|leg| leg.state.is_live()).count()
+    }
+
+    /// Moves a call to connected as its event is delivered. False (and the
+    /// event is not delivered) unless the call was waiting for it.
+    pub fn on_connected(&mut self, call: CallId) -> bool {
+        match self.legs.get_mut(&call) {
+            Some(leg) if matches!(leg.state, LegState::Alerting | LegState::Answering) => {
+                leg.state = LegState::Connected;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends a call as its disconnected or failed event is delivered. A call
+    /// the scenario hung up or rejected is already ended host-side, but its
+    /// event is still the scenario's to see, once.
+    pub fn on_ended(&mut self, call: CallId, failed: bool) -> bool {
+        match self.legs.get_mut(&call) {
+            Some(leg) if !leg.end_delivered => {
+                if leg.state.is_live() {
+                    leg.state = if failed {
+                        LegState::Failed
+                    } else {
+                        LegState::Disconnected
+                    };
+                }
+                leg.end_delivered = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the far end's message, tone or playback event is for a call
+    /// that is still connected.
+    pub fn is_connected(&self, call: CallId) -> bool {
+        self.legs
+            .get(&call)
+            .is_some_and(|leg| leg.state == LegState::Connected)
+    }
+
+    /// The alerting call that has waited longest, and when it must be dropped.
+    pub fn next_unanswered(&self, limit: std::time::Duration) -> Option<(Instant, CallId)> {
+        self.legs
+            .iter()
+            .filter(|(_, leg)| leg.state == LegState::Alerting)
+            .map(|(&id, leg)| (leg.alerting_since + limit, id))
+            .min()
+    }
+
+    /// Ends every live call without telling the scenario (entering
+    /// Terminating: the session's calls end with it).
+    pub fn end_all(&mut self) {
+        for (&id, leg) in &mut self.legs {
+            if leg.state.is_live() {
+                let action = if leg.state == LegState::Alerting {
+                    CallAction::Reject { code: 480 }
+                } else {
+                    CallAction::Hangup
+                };
+                self.telephony.act(id, action, &self.events);
+                leg.state = LegState::Disconnected;
+            }
+        }
+    }
+
+    /// Drops an unanswered call (the unanswered-call limit).
+    pub fn drop_unanswered(&mut self, call: CallId) {
+        if let Some(leg) = self.legs.get_mut(&call) {
+            self.telephony
+                .act(call, CallAction::Reject { code: 480 }, &self.events);
+            leg.state = LegState::Failed;
+        }
+    }
+}
+
+impl SessionState {
+    /// Checks `action` against the call's state and the limits, then hands it
+    /// to the telephony side.
+    fn call_action(
+        &mut self,
+        call: &Resource<CallHandle>,
+        action: CallAction,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        let id = self.table.get(call)?.id;
+        let state = self.calls.legs.get(&id).map(|leg| leg.state);
+        let message_limit = self.limits.call_message_bytes;
+        let rule = running_only(self.phase(), "calls").and_then(|()| {
+            let Some(state) = state else {
+                return Err(format!("call {id} is unknown"));
+            };
+            let allowed = match &action {
+                CallAction::Answer | CallAction::Reject { .. } => state == LegState::Alerting,
+                CallAction::Hangup => state.is_live(),
+                CallAction::Say { .. }
+                | CallAction::Play { .. }
+                | CallAction::SendMessage { .. } => state == LegState::Connected,
+            };
+            if !allowed {
+                return Err(
+                    format!("cannot {} call {id}: it is {state:?}", verb(&action)).to_lowercase(),
+                );
+            }
+            match &action {
+                CallAction::Reject { code } if !(400..=699).contains(code) => Err(format!(
+                    "a rejection needs a SIP status code from 400 to 699, not {code}"
+                )),
+                CallAction::SendMessage { text } if text.len() > message_limit => Err(format!(
+                    "call messages are limited to {message_limit} bytes (got {})",
+                    text.len()
+                )),
+                _ => Ok(()),
+            }
+        });
+        if let Err(refusal) = self.permit(Capability::Calls, rule) {
+            return Ok(Err(refusal));
+        }
+        let leg = self.calls.legs.get_mut(&id).expect("checked above");
+        match action {
+            CallAction::Answer => leg.state = LegState::Answering,
+            CallAction::Reject { .. } => leg.state = LegState::Failed,
+            CallAction::Hangup => leg.state = LegState::Disconnected,
+            _ => {}
+        }
+        self.calls.telephony.act(id, action, &self.calls.events);
+        Ok(Ok(()))
+    }
+}
+
+fn verb(action: &CallAction) -> &'static str {
+    match action {
+        CallAction::Answer => "answer",
+        CallAction::Reject { .. } => "reject",
+        CallAction::Hangup => "hang up",
+        CallAction::Say { .. } => "say on",
+        CallAction::Play { .. } => "play on",
+        CallAction::SendMessage { .. } => "send a message on",
+    }
+}
+
+impl calls::Host for SessionState {}
+
+impl calls::HostCall for SessionState {
+    fn id(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<CallId> {
+        Ok(self.table.get(&call)?.id)
+    }
+
+    fn state(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<CallState> {
+        let id = self.table.get(&call)?.id;
+        Ok(match self.calls.legs.get(&id).map(|leg| leg.state) {
+            Some(LegState::Alerting | LegState::Answering) => CallState::Alerting,
+            Some(LegState::Connected) => CallState::Connected,
+            Some(LegState::Disconnected) => CallState::Disconnected,
+            Some(LegState::Failed) | None => CallState::Failed,
+        })
+    }
+
+    fn answer(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<Result<(), Refusal>> {
+        self.call_action(&call, CallAction::Answer)
+    }
+
+    fn reject(
+        &mut self,
+        call: Resource<CallHandle>,
+        code: u16,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        self.call_action(&call, CallAction::Reject { code })
+    }
+
+    fn hangup(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<Result<(), Refusal>> {
+        self.call_action(&call, CallAction::Hangup)
+    }
+
+    fn say(
+        &mut self,
+        call: Resource<CallHandle>,
+        text: String,
+        language: Option<String>,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        self.call_action(&call, CallAction::Say { text, language })
+    }
+
+    fn play(
+        &mut self,
+        call: Resource<CallHandle>,
+        url: String,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        self.call_action(&call, CallAction::Play { url })
+    }
+
+    fn send_message(
+        &mut self,
+        call: Resource<CallHandle>,
+        text: String,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        self.call_action(&call, CallAction::SendMessage { text })
+    }
+
+    /// The guest let go of its handle; the call itself carries on.
+    fn drop(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<()> {
+        self.table.delete(call)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! Outbound HTTP: the standard `wasi:http/outgoing-handler`, so ordinary HTTP
+//! libraries and JavaScript's `fetch` work, metered in the host's
+//! `send_request` hook.
+//!
+//! Phase rule: while running, up to `http_per_session` requests; in
+//! Terminating exactly `http_in_terminating` (one); in Terminated none. At
+//! most `http_concurrent` are in flight (more wait their turn), each under
+//! the connect and total timeouts, with the response body cut off at
+//! `http_response_bytes` as it streams. A refusal reaches the guest as the
+//! standard `HttpRequestDenied` error code and is noted in the session log.
+//!
+//! The session waits for requests in flight before delivering Terminated:
+//! [`HttpState::wait_idle`].
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::{Semaphore, watch};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
+
+use super::{Meter, SessionState, phase_name};
+use crate::bindings::{Capability, Phase};
+use crate::limits::Limits;
+use crate::log::{LogSource, SessionLog};
+
+pub(crate) struct HttpState {
+    ctx: WasiHttpCtx,
+    policy: HttpPolicy,
+}
+
+impl HttpState {
+    pub fn new(limits: Arc<Limits>, log: SessionLog) -> Self {
+        HttpState {
+            ctx: WasiHttpCtx::new(),
+            policy: HttpPolicy {
+                concurrency: Arc::new(Semaphore::new(limits.http_concurrent)),
+                limits,
+                log,
+                phase: Phase::Running,
+                sent_running: 0,
+                sent_terminating: 0,
+                meter: Meter::default(),
+                in_flight: Arc::new(watch::Sender::new(0)),
+            },
+        }
+    }
+
+    /// Resolves when no outbound request is in flight.
+    pub async fn wait_idle(&self) {
+        let mut in_flight = self.policy.in_flight.subscribe();
+        // The sender lives in `self`, so the channel cannot close under us.
+        let _ = in_flight.wait_for(|&n| n == 0).await;
+    }
+
+    /// What this capability counted, for the session record.
+    pub fn meter(&self) -> &Meter {
+        &self.policy.meter
+    }
+}
+
+impl WasiHttpView for SessionState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // The hook answers for the session's phase as it is now.
+        self.http.policy.phase = self.session.phase;
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.policy,
+        }
+    }
+}
+
+/// The per-session policy behind `send_request`.
+struct HttpPolicy {
+    limits: Arc<Limits>,
+    log: SessionLog,
+    phase: Phase,
+    sent_running: usize,
+    sent_terminating: usize,
+    meter: Meter,
+    concurrency: Arc<Semaphore>,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+impl HttpPolicy {
+    /// The phase rule, counting the request when it is allowed.
+    fn admit(&mut self) -> Result<(), String> {
+        let limits = &self.limits;
+        let (sent, limit, what) = match self.phase {
+            Phase::Running => (
+                &mut self.sent_running,
+                limits.http_per_session,
+                "per session",
+            ),
+            Phase::Terminating => (
+                &mut self.sent_terminating,
+                limits.http_in_terminating,
+                "in terminating",
+            ),
+            Phase::Terminated => {
+                return Err("only the logger works once the session is terminated".into());
+            }
+        };
+        if *sent >= limit {
+            return Err(format!(
+                "{limit} outbound request{} {what} is the limit",
+                if limit == 1 { "" } else { "s" }
+            ));
+        }
+        *sent += 1;
+        Ok(())
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        if let Err(reason) = self.admit() {
+            self.meter.count_refusal(Capability::Http, self.phase);
+            self.log.write(
+                LogSource::Host,
+                &format!(
+                    "http refused in {}: {reason} ({} {})",
+                    phase_name(self.phase),
+                    request.method(),
+                    request.uri()
+                ),
+            );
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        self.meter.count_use(Capability::Http);
+
+        let limits = Arc::clone(&self.limits);
+        let concurrency = Arc::clone(&self.concurrency);
+        let in_flight = InFlight::start(&self.in_flight);
+        let options = RequestOptions {
+            connect_timeout: Some(shorter(
+                options.and_then(|o| o.connect_timeout),
+                limits.http_connect_timeout,
+            )),
+            first_byte_timeout: Some(shorter(
+                options.and_then(|o| o.first_byte_timeout),
+                limits.http_total_timeout,
+            )),
+            between_bytes_timeout: Some(shorter(
+                options.and_then(|o| o.between_bytes_timeout),
+                limits.http_total_timeout,
+            )),
+        };
+        Box::new(async move {
+            let _in_flight = in_flight;
+            let send = async {
+                let _turn = concurrency
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| HttpError::InternalError(Some("session ended".into())))?;
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                let max = limits.http_response_bytes;
+                let response = response.map(|body| {
+                    Limited::new(body, max)
+                        .map_err(move |e| match e.downcast::<HttpError>() {
+                            Ok(inner) => *inner,
+                            Err(_) => HttpError::HttpResponseBodySize(Some(max as u64)),
+                        })
+                        .boxed_unsync()
+                });
+                Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            };
+            tokio::time::timeout(limits.http_total_timeout, send)
+                .await
+                .unwrap_or(Err(HttpError::HttpResponseTimeout))
+        })
+    }
+}
+
+/// The shorter of the guest's timeout, if it gave one, and the limit.
+fn shorter(guest: Option<std::time::Duration>, limit: std::time::Duration) -> std::time::Duration {
+    guest.map_or(limit, |g| g.min(limit))
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(counter: &Arc<watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}

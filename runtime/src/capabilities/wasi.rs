@@ -1,0 +1,134 @@
+//! The WASI imports a scenario gets: clocks and randomness as usual, stdout
+//! and stderr into the session log line by line, and nothing else. No
+//! filesystem (no preopens), no environment, no arguments, no sockets.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::SessionState;
+use crate::log::{LogSource, SessionLog};
+
+pub(crate) struct WasiState {
+    ctx: WasiCtx,
+}
+
+impl WasiState {
+    pub fn new(log: &SessionLog) -> Self {
+        let ctx = WasiCtx::builder()
+            .stdout(GuestOutput {
+                log: log.clone(),
+                source: LogSource::Stdout,
+            })
+            .stderr(GuestOutput {
+                log: log.clone(),
+                source: LogSource::Stderr,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        WasiState { ctx }
+    }
+}
+
+impl WasiView for SessionState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A guest's stdout or stderr: complete lines go to the session log.
+struct GuestOutput {
+    log: SessionLog,
+    source: LogSource,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            log: self.log.clone(),
+            source: self.source,
+            partial: Vec::new(),
+        })
+    }
+}
+
+/// Bytes of an unfinished line kept before it is logged anyway: a guest that
+/// prints without newlines cannot make the host buffer without end.
+const MAX_PARTIAL_LINE: usize = 64 << 10;
+
+/// Splits a byte stream into lines; a last line without a newline is logged
+/// when the stream is shut down or dropped.
+struct LineWriter {
+    log: SessionLog,
+    source: LogSource,
+    partial: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.log.write(self.source, &String::from_utf8_lossy(line));
+    }
+
+    fn flush_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.emit(&partial);
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut rest = buf;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            let (line, tail) = rest.split_at(newline);
+            if self.partial.is_empty() {
+                self.emit(line);
+            } else {
+                self.partial.extend_from_slice(line);
+                self.flush_partial();
+            }
+            rest = &tail[1..];
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > MAX_PARTIAL_LINE {
+            self.flush_partial();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flush_partial();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        self.flush_partial();
+    }
+}

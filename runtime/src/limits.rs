@@ -1,0 +1,99 @@
+//! The limits a scenario runs under, with the defaults from VoxEngine's
+//! published session limits (see the README's limits table). Every limit is
+//! configuration from day one, per app, even where enforcement is hardened
+//! later.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Per-scenario limits. Durations are in milliseconds in configuration files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Compute time one event handler may use; time spent waiting on the host
+    /// (an outbound HTTP request, say) does not count.
+    #[serde(with = "millis")]
+    pub handler_compute: Duration,
+    /// Linear memory of one session's instance, in bytes.
+    pub memory_bytes: usize,
+    /// A session with no calls and no outside activity for this long enters
+    /// Terminating.
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    /// An incoming call nobody answered is dropped after this long.
+    #[serde(with = "millis")]
+    pub unanswered_call: Duration,
+    /// Timers pending at once.
+    pub timers: usize,
+    /// The shortest interval `set-interval` accepts.
+    #[serde(with = "millis")]
+    pub min_interval: Duration,
+    /// Outbound HTTP requests in flight at once.
+    pub http_concurrent: usize,
+    /// Outbound HTTP requests over a session's life (while running).
+    pub http_per_session: usize,
+    /// Outbound HTTP requests in Terminating.
+    pub http_in_terminating: usize,
+    /// Bytes of one outbound HTTP response body.
+    pub http_response_bytes: usize,
+    #[serde(with = "millis")]
+    pub http_connect_timeout: Duration,
+    #[serde(with = "millis")]
+    pub http_total_timeout: Duration,
+    /// Call attempts over a session's life.
+    pub calls_per_session: usize,
+    /// Incoming WebSockets allowed beyond one per call (VoxEngine: calls + 3).
+    pub websockets_beyond_calls: usize,
+    /// Bytes of a session's custom data.
+    pub custom_data_bytes: usize,
+    /// Characters of one log line; longer lines are truncated and marked.
+    pub log_line_chars: usize,
+    /// Bytes of a session's whole log; later lines are counted, not kept.
+    pub log_bytes: usize,
+    /// Bytes of one message sent on a call.
+    pub call_message_bytes: usize,
+    /// Bytes of one WebSocket message, either way.
+    pub websocket_message_bytes: usize,
+    /// Events waiting in a session's queue; past this, new events are refused
+    /// to their sender.
+    pub queued_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handler_compute: Duration::from_secs(1),
+            memory_bytes: 16 << 20,
+            idle_timeout: Duration::from_secs(60),
+            unanswered_call: Duration::from_secs(60),
+            timers: 100,
+            min_interval: Duration::from_millis(100),
+            http_concurrent: 3,
+            http_per_session: 35,
+            http_in_terminating: 1,
+            http_response_bytes: 2 << 20,
+            http_connect_timeout: Duration::from_secs(6),
+            http_total_timeout: Duration::from_secs(90),
+            calls_per_session: 50,
+            websockets_beyond_calls: 3,
+            custom_data_bytes: 200,
+            log_line_chars: 15_000,
+            log_bytes: 1 << 20,
+            call_message_bytes: 8_192,
+            websocket_message_bytes: 64 << 10,
+            queued_events: 1_024,
+        }
+    }
+}
+
+/// (De)serialises a `Duration` as whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

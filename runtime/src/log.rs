@@ -1,0 +1,134 @@
+//! The session log: what the scenario wrote with `logger.write`, what it
+//! printed to stdout and stderr, and the host's own notes (refusals, the
+//! finish reason). One log per session, shared by the logger capability and
+//! the WASI output streams, and streamed to the session's observer as it grows.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::session::{Notice, Observer};
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// `logger.write`.
+    Scenario,
+    Stdout,
+    Stderr,
+    /// Sessionbox itself: refusals and other notes for the scenario's author.
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Milliseconds since the session started.
+    pub at_ms: u64,
+    pub source: LogSource,
+    pub text: String,
+}
+
+/// What a session's log holds when the session ends.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogContents {
+    pub lines: Vec<LogLine>,
+    /// Lines that did not fit in the session's log budget.
+    pub dropped_lines: u64,
+}
+
+/// A handle to one session's log; clones share it.
+#[derive(Clone)]
+pub struct SessionLog(Arc<Mutex<LogState>>);
+
+struct LogState {
+    started: Instant,
+    contents: LogContents,
+    bytes: usize,
+    line_chars: usize,
+    budget_bytes: usize,
+    observer: Option<Observer>,
+}
+
+impl SessionLog {
+    pub(crate) fn new(
+        started: Instant,
+        line_chars: usize,
+        budget_bytes: usize,
+        observer: Option<Observer>,
+    ) -> Self {
+        SessionLog(Arc::new(Mutex::new(LogState {
+            started,
+            contents: LogContents::default(),
+            bytes: 0,
+            line_chars,
+            budget_bytes,
+            observer,
+        })))
+    }
+
+    /// Appends one line, truncated to the line limit (and saying so).
+    pub fn write(&self, source: LogSource, text: &str) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let text = truncate(text, state.line_chars);
+        if state.bytes + text.len() > state.budget_bytes {
+            state.contents.dropped_lines += 1;
+            return;
+        }
+        state.bytes += text.len();
+        let line = LogLine {
+            at_ms: state.started.elapsed().as_millis() as u64,
+            source,
+            text,
+        };
+        if let Some(observer) = &state.observer {
+            // The observer may have gone away; the log itself is what counts.
+            let _ = observer.send(Notice::Log(line.clone()));
+        }
+        state.contents.lines.push(line);
+    }
+
+    /// Takes the log's contents, leaving it empty (at the end of a session).
+    pub(crate) fn take(&self) -> LogContents {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.bytes = 0;
+        std::mem::take(&mut state.contents)
+    }
+}
+
+/// Cuts `text` to `max_chars` characters, marking the cut.
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_owned(),
+        Some((cut, _)) => {
+            let dropped = text[cut..].chars().count();
+            format!("{} [truncated: {dropped} more characters]", &text[..cut])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_at_the_limit_and_marked() {
+        assert_eq!(truncate("héllo", 5), "héllo");
+        assert_eq!(
+            truncate("héllo wörld", 5),
+            "héllo [truncated: 6 more characters]"
+        );
+    }
+
+    #[test]
+    fn lines_past_the_budget_are_counted_not_kept() {
+        let log = SessionLog::new(Instant::now(), 100, 10, None);
+        log.write(LogSource::Scenario, "12345");
+        log.write(LogSource::Scenario, "67890");
+        log.write(LogSource::Stdout, "x");
+        let contents = log.take();
+        assert_eq!(contents.lines.len(), 2);
+        assert_eq!(contents.dropped_lines, 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! The `sessionbox` command: run one session locally, or check a scenario.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use sessionbox::bindings::{Header, HttpRequestEvent};
+use sessionbox::log::LogSource;
+use sessionbox::{EngineConfig, IncomingCall, Limits, Notice, Runtime, StartOptions};
+use tokio::sync::mpsc;
+
+#[derive(Parser)]
+#[command(version, about = "A runtime for session-scoped tenant code")]
+struct Cli {
+    /// Where compiled components are cached [default: ~/.cache/sessionbox/components]
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time instead of using the cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one session of a scenario here, printing every event and log line.
+    Run {
+        /// The scenario component (.wasm).
+        scenario: PathBuf,
+        /// Custom data for Started.
+        #[arg(long, default_value = "")]
+        custom_data: String,
+        /// An incoming call after Started: FROM,TO.
+        #[arg(long, value_name = "FROM,TO")]
+        call: Option<String>,
+        /// An HTTP request to the session after Started: 'METHOD PATH [BODY]'.
+        /// Repeatable; requests are delivered in order.
+        #[arg(long, value_name = "'METHOD PATH [BODY]'")]
+        http: Vec<String>,
+        /// Milliseconds without calls or requests before Terminating.
+        #[arg(long, value_name = "MS", default_value_t = 5_000)]
+        idle_timeout: u64,
+    },
+    /// Checks that a component is a valid scenario, without running it.
+    Check {
+        /// The scenario component (.wasm).
+        scenario: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting tokio");
+    match runtime.block_on(cli.run()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Cli {
+    fn runtime(&self) -> Result<Runtime> {
+        // One session at a time here: a small pool starts fast.
+        let config = EngineConfig {
+            max_sessions: 4,
+            ..EngineConfig::default()
+        };
+        let runtime = Runtime::new(config)?;
+        if self.no_cache {
+            return Ok(runtime);
+        }
+        Ok(
+            match self
+                .cache_dir
+                .clone()
+                .or_else(sessionbox::cache::ComponentCache::default_dir)
+            {
+                Some(dir) => runtime.with_cache(dir),
+                None => runtime,
+            },
+        )
+    }
+
+    async fn run(self) -> Result<ExitCode> {
+        let runtime = self.runtime()?;
+        match self.command {
+            Command::Check { scenario } => {
+                let loaded = runtime.load_file(&scenario, Limits::default())?;
+                println!(
+                    "ok: {} is a valid scenario (sha256 {})",
+                    scenario.display(),
+                    &loaded.content_hash()[..16]
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Run {
+                scenario,
+                custom_data,
+                call,
+                http,
+                idle_timeout,
+            } => {
+                let call = call.as_deref().map(parse_call).transpose()?;
+                let requests = http
+                    .iter()
+                    .map(|spec| parse_request(spec))
+                    .collect::<Result<Vec<_>>>()?;
+                let limits = Limits {
+                    idle_timeout: Duration::from_millis(idle_timeout),
+                    ..Limits::default()
+                };
+                let scenario = runtime.load_file(&scenario, limits)?;
+                run_session(&runtime, &scenario, custom_data, call, requests).await
+            }
+        }
+    }
+}
+
+async fn run_session(
+    runtime: &Runtime,
+    scenario: &std::sync::Arc<sessionbox::Scenario>,
+    custom_data: String,
+    call: Option<IncomingCall>,
+    requests: Vec<HttpRequestEvent>,
+) -> Result<ExitCode> {
+    let (observer, mut notices) = mpsc::unbounded_channel();
+    let options = StartOptions {
+        custom_data,
+        observer: Some(observer),
+        ..StartOptions::default()
+    };
+    let session = runtime.start(scenario, options).await?;
+    if let Some(call) = call {
+        session.incoming_call(call)?;
+    }
+    // Responses are printed by the loop below, after the notices that
+    // caused them (which were sent first), so the output reads in order.
+    let (responses_tx, mut responses) = mpsc::unbounded_channel();
+    let requester = {
+        let session = session.clone();
+        tokio::spawn(async move {
+            for request in requests {
+                let line = format!("{} {}", request.method, request.path);
+                let line = match session.http_request(request).await {
+                    Ok(response) => format!(
+                        "{line} -> {} {}",
+                        response.status,
+                        String::from_utf8_lossy(&response.body)
+                    ),
+                    Err(e) => format!("{line} -> no response: {e}"),
+                };
+                let _ = responses_tx.send(line);
+            }
+        })
+    };
+    loop {
+        tokio::select! {
+            biased;
+            notice = notices.recv() => match notice {
+                Some(Notice::Event { name, detail }) => println!("{name} {detail}"),
+                Some(Notice::Log(line)) => println!("  {:>8} | {}", source_name(line.source), line.text),
+                Some(Notice::Finished(record)) => {
+                    // Requests still queued fail at once now; print every answer.
+                    let _ = requester.await;
+                    while let Ok(line) = responses.try_recv() {
+                        println!("  response | {line}");
+                    }
+                    println!("finished: {}", record.finish_reason);
+                    return Ok(if record.finish_reason.is_normal() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                }
+                None => bail!("the session ended without a record"),
+            },
+            Some(line) = responses.recv() => println!("  response | {line}"),
+            _ = tokio::signal::ctrl_c() => {
+                // Ctrl-C ends the session the orderly way: Terminating, Terminated.
+                let _ = session.terminate();
+            }
+        }
+    }
+}
+
+fn source_name(source: LogSource) -> &'static str {
+    match source {
+        LogSource::Scenario => "scenario",
+        LogSource::Stdout => "stdout",
+        LogSource::Stderr => "stderr",
+        LogSource::Host => "host",
+    }
+}
+
+fn parse_call(spec: &str) -> Result<IncomingCall> {
+    let (from, to) = spec
+        .split_once(',')
+        .context("--call takes FROM,TO (e.g. --call +15550100,+15550199)")?;
+    Ok(IncomingCall {
+        caller_id: from.trim().to_owned(),
+        destination: to.trim().to_owned(),
+        display_name: String::new(),
+        headers: Vec::<Header>::new(),
+    })
+}
+
+fn parse_request(spec: &str) -> Result<HttpRequestEvent> {
+    let mut parts = spec.trim().splitn(3, ' ');
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        bail!("--http takes 'METHOD PATH [BODY]' (e.g. --http 'GET /status'), not {spec:?}");
+    };
+    if !path.starts_with('/') {
+        bail!("--http: the path must start with '/', not {path:?}");
+    }
+    Ok(HttpRequestEvent {
+        method: method.to_ascii_uppercase(),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: parts.next().unwrap_or_default().as_bytes().to_vec(),
+    })
+}

@@ -1,0 +1,244 @@
+//! The runtime: one engine, its scenarios, and the sessions started from them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use tokio::sync::{Semaphore, mpsc, watch};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+
+use crate::bindings::{Phase, Scenario as ScenarioBindings};
+use crate::cache::{CacheStats, ComponentCache, content_hash};
+use crate::capabilities::calls::Calls;
+use crate::capabilities::http::HttpState;
+use crate::capabilities::session::SessionInfo;
+use crate::capabilities::wasi::WasiState;
+use crate::capabilities::{Meter, SessionState};
+use crate::engine::{EngineConfig, EpochTicker, build_engine};
+use crate::limits::Limits;
+use crate::log::SessionLog;
+use crate::scenario::{Scenario, check_bytes, one_line, prelink};
+use crate::session::budget::{self, Budget};
+use crate::session::{Driver, EventSink, Observer, SessionHandle};
+use crate::telephony::{InProcessTelephony, Telephony};
+
+pub struct Runtime {
+    engine: Engine,
+    config: EngineConfig,
+    linker: Linker<SessionState>,
+    cache: Option<ComponentCache>,
+    telephony: Arc<dyn Telephony>,
+    /// One permit per pool slot: a start beyond capacity is refused cleanly
+    /// instead of failing inside the allocator.
+    capacity: Arc<Semaphore>,
+    _ticker: EpochTicker,
+}
+
+/// How a session starts.
+#[derive(Default)]
+pub struct StartOptions {
+    pub custom_data: String,
+    /// The URL that reaches the session over HTTP, if it has one.
+    pub access_url: String,
+    /// Receives the session's notices (events, log lines, the record).
+    pub observer: Option<Observer>,
+}
+
+/// Why a session could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Every session slot is taken.
+    AtCapacity {
+        max_sessions: u32,
+    },
+    CustomDataTooLong {
+        bytes: usize,
+        limit: usize,
+    },
+    /// The component failed while being instantiated (e.g. a trap in its
+    /// start function, or initial memory above the limit).
+    Instantiation(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::AtCapacity { max_sessions } => {
+                write!(f, "the node is at capacity ({max_sessions} live sessions)")
+            }
+            StartError::CustomDataTooLong { bytes, limit } => {
+                write!(f, "custom data is limited to {limit} bytes (got {bytes})")
+            }
+            StartError::Instantiation(error) => write!(f, "instantiation failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Runtime {
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let engine = build_engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        ScenarioBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        let ticker = EpochTicker::start(&engine, config.epoch_tick);
+        Ok(Runtime {
+            capacity: Arc::new(Semaphore::new(config.max_sessions as usize)),
+            engine,
+            config,
+            linker,
+            cache: None,
+            telephony: Arc::new(InProcessTelephony),
+            _ticker: ticker,
+        })
+    }
+
+    /// Caches compiled components in `dir`.
+    pub fn with_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(ComponentCache::new(dir));
+        self
+    }
+
+    /// Replaces the in-process telephony.
+    pub fn with_telephony(mut self, telephony: Arc<dyn Telephony>) -> Self {
+        self.telephony = telephony;
+        self
+    }
+
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(ComponentCache::stats)
+    }
+
+    /// Validates, compiles (or loads from the cache) and pre-links a
+    /// scenario. Every error is one line that says what is wrong.
+    pub fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<Arc<Scenario>> {
+        self.load_inner(bytes, limits, name)
+            .with_context(|| format!("scenario {name}"))
+    }
+
+    fn load_inner(&self, bytes: &[u8], limits: Limits, name: &str) -> Result<Arc<Scenario>> {
+        check_bytes(bytes)?;
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(anyhow!(
+                "its memory limit ({} bytes) is above the node's ({} bytes)",
+                limits.memory_bytes,
+                self.config.max_memory_bytes
+            ));
+        }
+        let hash = content_hash(bytes);
+        let compiled = match &self.cache {
+            Some(cache) => cache.load(&self.engine, bytes, &hash),
+            None => wasmtime::component::Component::new(&self.engine, bytes).map_err(Into::into),
+        };
+        let component = compiled
+            .map_err(|e| anyhow!("{e:#}"))
+            .context("does not compile")?;
+        let pre = prelink(&self.linker, &component)?;
+        Ok(Arc::new(Scenario {
+            name: name.to_owned(),
+            content_hash: hash,
+            limits: Arc::new(limits),
+            pre,
+        }))
+    }
+
+    /// Reads and loads a scenario from a file; its name is the file's stem.
+    pub fn load_file(&self, path: &std::path::Path, limits: Limits) -> Result<Arc<Scenario>> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        self.load(&name, &bytes, limits)
+    }
+
+    /// Starts a session: a new instance of `scenario`, Started delivered first.
+    pub async fn start(
+        &self,
+        scenario: &Arc<Scenario>,
+        options: StartOptions,
+    ) -> Result<SessionHandle, StartError> {
+        let limits = Arc::clone(&scenario.limits);
+        if options.custom_data.len() > limits.custom_data_bytes {
+            return Err(StartError::CustomDataTooLong {
+                bytes: options.custom_data.len(),
+                limit: limits.custom_data_bytes,
+            });
+        }
+        let permit = Arc::clone(&self.capacity)
+            .try_acquire_owned()
+            .map_err(|_| StartError::AtCapacity {
+                max_sessions: self.config.max_sessions,
+            })?;
+
+        let id = new_session_id();
+        let log = SessionLog::new(
+            Instant::now(),
+            limits.log_line_chars,
+            limits.log_bytes,
+            options.observer.clone(),
+        );
+        let (queue_tx, queue) = mpsc::channel(limits.queued_events);
+        let events = EventSink(queue_tx);
+        let state = SessionState {
+            table: ResourceTable::new(),
+            meter: Meter::default(),
+            session: SessionInfo {
+                id: id.clone(),
+                access_url: options.access_url,
+                custom_data: options.custom_data.clone(),
+                phase: Phase::Running,
+                terminate_requested: false,
+            },
+            timers: Default::default(),
+            calls: Calls::new(Arc::clone(&self.telephony), events.clone()),
+            sockets: Default::default(),
+            http: HttpState::new(Arc::clone(&limits), log.clone()),
+            wasi: WasiState::new(&log),
+            budget: Budget::new(
+                limits.handler_compute,
+                self.config.epoch_tick,
+                limits.memory_bytes,
+            ),
+            log,
+            limits: Arc::clone(&limits),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.budget);
+        store.epoch_deadline_callback(budget::on_epoch_tick);
+        store.set_epoch_deadline(1);
+        let bindings = scenario
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| StartError::Instantiation(one_line(&e)))?;
+
+        let (finished_tx, finished) = watch::channel(None);
+        let driver = Driver::new(
+            store,
+            bindings,
+            queue,
+            options.observer,
+            scenario.name.clone(),
+            finished_tx,
+            limits,
+        );
+        tokio::spawn(async move {
+            driver.run(options.custom_data).await;
+            drop(permit);
+        });
+        Ok(SessionHandle::new(id, events, finished))
+    }
+}
+
+/// 128 random bits, hex: unguessable, so an id alone grants nothing.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,89 @@
+//! A scenario: a validated, compiled component, pre-linked against the host
+//! (one `InstancePre` per scenario), with the limits its sessions run under.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::bindings::ScenarioPre;
+use crate::capabilities::SessionState;
+use crate::limits::Limits;
+
+/// The largest component Sessionbox loads. Python components are ~18 MB.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+pub struct Scenario {
+    pub(crate) name: String,
+    pub(crate) content_hash: String,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) pre: ScenarioPre<SessionState>,
+}
+
+impl Scenario {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The hex SHA-256 of the component's bytes.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// Checks what can be told from the bytes alone, before compiling: the size,
+/// and that this is a component rather than a core module or something else.
+pub(crate) fn check_bytes(bytes: &[u8]) -> Result<()> {
+    if bytes.len() > MAX_COMPONENT_BYTES {
+        bail!(
+            "it is {} MiB; components are limited to {} MiB",
+            bytes.len() >> 20,
+            MAX_COMPONENT_BYTES >> 20
+        );
+    }
+    if !bytes.starts_with(b"\0asm") {
+        bail!("not a WebAssembly binary (it does not start with \\0asm)");
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        bail!(
+            "a core WebAssembly module, not a component: build for wasm32-wasip2, \
+             or wrap it with `wasm-tools component new`"
+        );
+    }
+    if !wasmparser::Parser::is_component(bytes) {
+        bail!("an unsupported WebAssembly binary version (neither a core module nor a component)");
+    }
+    // A structural read (no validation, cheap next to compiling) tells a
+    // cut-off upload from a component that is whole but wrong.
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        payload.map_err(|e| anyhow!("truncated or corrupt: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Pre-links a compiled component against the host: every import must be
+/// one the world offers, and the `app-events` export must be there.
+pub(crate) fn prelink(
+    linker: &wasmtime::component::Linker<SessionState>,
+    component: &wasmtime::component::Component,
+) -> Result<ScenarioPre<SessionState>> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| anyhow!("{}", one_line(&e)))
+        .context("imports something the scenario world does not offer")?;
+    ScenarioPre::new(pre)
+        .map_err(|e| anyhow!("{}", one_line(&e)))
+        .context("does not export the scenario world's `app-events` as expected")
+}
+
+/// A wasmtime error's chain on one line.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(|cause| cause.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,230 @@
+//! A session: one store, one instance, its event queue and its phase.
+//!
+//! A session is a tokio task (the [`driver`]) that owns the store and
+//! delivers queued events one at a time, each handler running to completion,
+//! in arrival order (the VoxEngine model). Everything outside talks to it
+//! through a [`SessionHandle`].
+
+pub(crate) mod budget;
+mod driver;
+mod event;
+mod record;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub(crate) use driver::Driver;
+pub(crate) use event::Event;
+pub use event::{EventKind, EventSink, IncomingCall, TerminateCause};
+pub use record::{FinishReason, SessionRecord, TerminateCauseName};
+
+use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
+use crate::capabilities::calls::CallId;
+use crate::capabilities::websockets::{SocketCommand, SocketId};
+use crate::log::LogLine;
+
+/// What a session tells its observer as it happens.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// An event is about to be delivered to the scenario.
+    Event { name: &'static str, detail: String },
+    /// A line was added to the session log.
+    Log(LogLine),
+    /// The session ended; this is its record.
+    Finished(Arc<SessionRecord>),
+}
+
+/// Where a session sends its [`Notice`]s.
+pub type Observer = mpsc::UnboundedSender<Notice>;
+
+/// Why an event could not be delivered to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    /// The session's event queue is full.
+    Busy,
+    /// The session has ended, or is ending and takes no more events.
+    Finished,
+    /// The session refused the request; the reason says why.
+    Refused(String),
+    /// The scenario failed while handling the event.
+    ScenarioFailed(String),
+    /// The session's task ended without a record (a Sessionbox bug).
+    Lost,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Busy => f.write_str("the session's event queue is full"),
+            SessionError::Finished => f.write_str("the session has finished"),
+            SessionError::Refused(reason) => write!(f, "refused: {reason}"),
+            SessionError::ScenarioFailed(reason) => write!(f, "the scenario failed: {reason}"),
+            SessionError::Lost => f.write_str("the session ended without a record"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// A WebSocket the session accepted: its id, and what the scenario asks of it.
+pub struct WebsocketLink {
+    pub id: SocketId,
+    pub commands: mpsc::Receiver<SocketCommand>,
+}
+
+/// How the world outside reaches a live session. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle(Arc<HandleInner>);
+
+struct HandleInner {
+    id: String,
+    events: EventSink,
+    /// Ids for calls and sockets, which the outside names before the
+    /// session has seen them.
+    next_id: AtomicU32,
+    finished: watch::Receiver<Option<Arc<SessionRecord>>>,
+}
+
+/// Commands a socket's connection may have waiting before it falls behind.
+const SOCKET_COMMAND_QUEUE: usize = 64;
+
+impl SessionHandle {
+    pub(crate) fn new(
+        id: String,
+        events: EventSink,
+        finished: watch::Receiver<Option<Arc<SessionRecord>>>,
+    ) -> Self {
+        SessionHandle(Arc::new(HandleInner {
+            id,
+            events,
+            next_id: AtomicU32::new(1),
+            finished,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    fn next_id(&self) -> u32 {
+        self.0.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Delivers an HttpRequest; the scenario's return value is the answer.
+    pub async fn http_request(
+        &self,
+        request: HttpRequestEvent,
+    ) -> Result<HttpResponse, SessionError> {
+        let (respond, response) = oneshot::channel();
+        self.0
+            .events
+            .send(Event::HttpRequest { request, respond })?;
+        response.await.unwrap_or(Err(SessionError::Finished))
+    }
+
+    /// An incoming call reaches the session (CallAlerting). Returns the id
+    /// its later events are named by.
+    pub fn incoming_call(&self, incoming: IncomingCall) -> Result<CallId, SessionError> {
+        let call = self.next_id();
+        self.0.events.send(Event::CallAlerting { call, incoming })?;
+        Ok(call)
+    }
+
+    /// The far end hung up.
+    pub fn remote_hangup(&self, call: CallId) -> Result<(), SessionError> {
+        self.0.events.send(Event::CallDisconnected { call })
+    }
+
+    /// The far end gave up or the network failed the call before it connected.
+    pub fn remote_failed(&self, call: CallId, code: u16, reason: &str) -> Result<(), SessionError> {
+        let reason = reason.to_owned();
+        self.0.events.send(Event::CallFailed { call, code, reason })
+    }
+
+    /// The far end pressed a key.
+    pub fn remote_tone(&self, call: CallId, tone: &str) -> Result<(), SessionError> {
+        let tone = tone.to_owned();
+        self.0.events.send(Event::CallToneReceived { call, tone })
+    }
+
+    /// The far end sent an in-call message.
+    pub fn remote_message(&self, call: CallId, text: &str) -> Result<(), SessionError> {
+        let text = text.to_owned();
+        self.0
+            .events
+            .send(Event::CallMessageReceived { call, text })
+    }
+
+    /// A client asks to open a WebSocket on the access URL. Resolves when the
+    /// session accepted it (WebSocket delivered) or refused it
+    /// (NewWebSocketFailed delivered).
+    pub async fn open_websocket(
+        &self,
+        path: String,
+        headers: Vec<Header>,
+    ) -> Result<WebsocketLink, SessionError> {
+        let socket = self.next_id();
+        let (commands, commands_rx) = mpsc::channel(SOCKET_COMMAND_QUEUE);
+        let (accepted, decision) = oneshot::channel();
+        self.0.events.send(Event::WebsocketOpened {
+            socket,
+            path,
+            headers,
+            commands,
+            accepted,
+        })?;
+        decision.await.unwrap_or(Err(SessionError::Finished))?;
+        Ok(WebsocketLink {
+            id: socket,
+            commands: commands_rx,
+        })
+    }
+
+    /// The client sent a message on a socket.
+    pub fn websocket_message(
+        &self,
+        socket: SocketId,
+        message: Message,
+    ) -> Result<(), SessionError> {
+        self.0
+            .events
+            .send(Event::WebsocketMessage { socket, message })
+    }
+
+    /// The client closed a socket.
+    pub fn websocket_closed(
+        &self,
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    ) -> Result<(), SessionError> {
+        self.0.events.send(Event::WebsocketClosed {
+            socket,
+            code,
+            reason,
+        })
+    }
+
+    /// Asks the session to end (Terminating, then Terminated).
+    pub fn terminate(&self) -> Result<(), SessionError> {
+        self.0.events.send(Event::Terminate(TerminateCause::Host))
+    }
+
+    /// The session's record once it has finished.
+    pub fn record(&self) -> Option<Arc<SessionRecord>> {
+        self.0.finished.borrow().clone()
+    }
+
+    /// Waits for the session to finish and returns its record.
+    pub async fn finished(&self) -> Result<Arc<SessionRecord>, SessionError> {
+        let mut finished = self.0.finished.clone();
+        let record = finished
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| SessionError::Lost)?;
+        Ok(Arc::clone(record.as_ref().expect("waited for Some")))
+    }
+}
