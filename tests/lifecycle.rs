@@ -1,0 +1,312 @@
+//! Every event reaches the scenario with its payload, in order, and every
+//! session ends with a record: the example scenarios, end to end.
+
+mod support;
+
+use sessionbox::bindings::Message;
+use sessionbox::log::LogSource;
+use sessionbox::session::TerminateCauseName;
+use sessionbox::{FinishReason, IncomingCall, Limits, SessionError};
+use support::*;
+
+fn finished_by(cause: TerminateCauseName) -> FinishReason {
+    FinishReason::Terminated { cause }
+}
+
+#[tokio::test]
+async fn started_comes_first_and_once_with_its_payload() {
+    let runtime = runtime();
+    let hello = load(&runtime, "hello", Limits::default());
+    let mut watched = start(&runtime, &hello, "order-42").await;
+    let id = watched.session.id().to_owned();
+    assert_eq!(id.len(), 32, "128 random bits, hex");
+
+    let response = watched
+        .session
+        .http_request(request("POST", "/orders?x=1", "abc"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"hello POST /orders?x=1");
+    assert!(
+        response
+            .headers
+            .iter()
+            .any(|h| h.name == "content-type" && h.value == "text/plain")
+    );
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+
+    assert_eq!(
+        watched.seen,
+        ["Started", "HttpRequest", "Terminating", "Terminated"]
+    );
+    assert_eq!(record.delivered("Started"), 1);
+    assert_eq!(record.id, id);
+    assert_eq!(record.scenario, "hello");
+    assert!(record.ended_at >= record.started_at);
+    assert_eq!(record.finish_reason, finished_by(TerminateCauseName::Host));
+    assert_eq!(
+        lines(&record, LogSource::Scenario),
+        [
+            format!("started session={id} custom-data=order-42").as_str(),
+            "http-request POST /orders?x=1 body=3",
+            "terminating",
+            "terminated",
+        ]
+    );
+    // WASI stdout reaches the session log, line by line.
+    assert_eq!(lines(&record, LogSource::Stdout), ["hello from stdout"]);
+    assert_eq!(record.capabilities.uses["logger"], 4);
+}
+
+#[tokio::test]
+async fn calls_and_websockets_arrive_as_events_in_order() {
+    let runtime = runtime();
+    let hello = load(&runtime, "hello", Limits::default());
+    let mut watched = start(&runtime, &hello, "").await;
+    let session = watched.session.clone();
+
+    let call = session
+        .incoming_call(IncomingCall {
+            caller_id: "+15550100".into(),
+            destination: "+15550199".into(),
+            display_name: "Ada".into(),
+            headers: vec![header("X-Account", "7"), header("X-Plan", "pro")],
+        })
+        .unwrap();
+    // One live call: 1 + 3 sockets are allowed, the fifth is refused.
+    let mut sockets = Vec::new();
+    for n in 0..4 {
+        let link = session
+            .open_websocket(format!("/ws/{n}"), vec![])
+            .await
+            .expect("within calls + 3");
+        sockets.push(link);
+    }
+    let refused = session.open_websocket("/ws/4".into(), vec![]).await;
+    let Err(SessionError::Refused(reason)) = refused else {
+        panic!("the fifth socket is refused");
+    };
+    assert!(reason.contains("calls in the session + 3"), "{reason}");
+
+    let first = sockets[0].id;
+    session
+        .websocket_message(first, Message::Text("ping".into()))
+        .unwrap();
+    session
+        .websocket_message(first, Message::Binary(vec![1, 2, 3]))
+        .unwrap();
+    session.websocket_closed(first, 1000, "bye".into()).unwrap();
+    session
+        .remote_failed(call, 487, "Request Terminated")
+        .unwrap();
+    session.terminate().unwrap();
+    let record = watched.finished().await;
+
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "CallAlerting",
+            "WebSocket",
+            "WebSocket",
+            "WebSocket",
+            "WebSocket",
+            "NewWebSocketFailed",
+            "WebSocketMessage",
+            "WebSocketMessage",
+            "WebSocketClosed",
+            "CallFailed",
+            "Terminating",
+            "Terminated",
+        ]
+    );
+    let log = lines(&record, LogSource::Scenario);
+    let ids: Vec<_> = sockets.iter().map(|s| s.id).collect();
+    assert_eq!(
+        log[1..11],
+        [
+            "call-alerting caller=+15550100 destination=+15550199 display-name=Ada headers=2"
+                .to_owned(),
+            format!("websocket /ws/0 id={}", ids[0]),
+            format!("websocket /ws/1 id={}", ids[1]),
+            format!("websocket /ws/2 id={}", ids[2]),
+            format!("websocket /ws/3 id={}", ids[3]),
+            format!("new-websocket-failed {reason}"),
+            format!("websocket-message {first} text=ping"),
+            format!("websocket-message {first} binary=3"),
+            format!("websocket-closed {first} 1000 bye"),
+            format!("call-failed {call} 487 Request Terminated"),
+        ]
+    );
+    // The sessions' sockets were closed when it began terminating.
+    for mut socket in sockets.into_iter().skip(1) {
+        let command = socket.commands.recv().await;
+        assert!(
+            matches!(
+                command,
+                Some(sessionbox::capabilities::websockets::SocketCommand::Close { code: 1001, .. })
+            ),
+            "{command:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn call_handler_answers_plays_hangs_up_then_idles_out() {
+    let runtime = runtime();
+    let scenario = load(&runtime, "call-handler", quick_idle(200));
+    let mut watched = start(&runtime, &scenario, "").await;
+    let call = watched
+        .session
+        .incoming_call(IncomingCall {
+            caller_id: "alice".into(),
+            destination: "support".into(),
+            ..IncomingCall::default()
+        })
+        .unwrap();
+    let record = watched.finished().await;
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "CallAlerting",
+            "CallConnected",
+            "CallPlaybackFinished",
+            "CallDisconnected",
+            "Terminating",
+            "Terminated",
+        ]
+    );
+    assert_eq!(
+        record.finish_reason,
+        finished_by(TerminateCauseName::IdleTimeout)
+    );
+    assert_eq!(
+        lines(&record, LogSource::Scenario),
+        [
+            "answering call from alice",
+            "connected",
+            "prompt finished, hanging up",
+            "call ended",
+            "terminating",
+            "terminated",
+        ]
+    );
+    assert_eq!(record.capabilities.uses["calls"], 3, "answer, say, hangup");
+    // The call is over: the far end's tones no longer reach the scenario.
+    assert!(watched.session.remote_tone(call, "5").is_err());
+}
+
+#[tokio::test]
+async fn remote_control_answers_json_and_stops_on_request() {
+    let runtime = runtime();
+    let scenario = load(&runtime, "remote-control", Limits::default());
+    let mut watched = start(&runtime, &scenario, "first").await;
+    let session = watched.session.clone();
+    let json = |body: &[u8]| -> serde_json::Value { serde_json::from_slice(body).unwrap() };
+
+    let status = session
+        .http_request(request("GET", "/status", ""))
+        .await
+        .unwrap();
+    assert_eq!(status.status, 200);
+    assert_eq!(
+        json(&status.body),
+        serde_json::json!({"session": session.id(), "requests": 1, "custom_data": "first"})
+    );
+    let set = session
+        .http_request(request("POST", "/custom-data", "second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        json(&set.body),
+        serde_json::json!({"custom_data": "second"})
+    );
+    let too_long = session
+        .http_request(request("POST", "/custom-data", &"x".repeat(201)))
+        .await
+        .unwrap();
+    assert_eq!(too_long.status, 400);
+    assert_eq!(
+        json(&too_long.body)["error"],
+        "session refused in running: custom data is limited to 200 bytes (got 201)"
+    );
+    let status = session
+        .http_request(request("GET", "/status", ""))
+        .await
+        .unwrap();
+    assert_eq!(json(&status.body)["custom_data"], "second");
+    assert_eq!(json(&status.body)["requests"], 4);
+    let missing = session
+        .http_request(request("GET", "/nope", ""))
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+
+    let stop = session
+        .http_request(request("POST", "/stop", ""))
+        .await
+        .unwrap();
+    assert_eq!(json(&stop.body), serde_json::json!({"stopping": true}));
+    let record = watched.finished().await;
+    assert_eq!(
+        record.finish_reason,
+        finished_by(TerminateCauseName::Terminate)
+    );
+    assert_eq!(record.delivered("HttpRequest"), 6);
+    assert_eq!(record.capabilities.refused("session"), 1);
+    assert!(matches!(
+        session.http_request(request("GET", "/status", "")).await,
+        Err(SessionError::Finished)
+    ));
+}
+
+#[tokio::test]
+async fn farewell_makes_exactly_one_request_in_terminating() {
+    let runtime = runtime();
+    let (url, mut received) = webhook::start().await;
+    let scenario = load(&runtime, "farewell", Limits::default());
+    let mut watched = start(&runtime, &scenario, &url).await;
+    let id = watched.session.id().to_owned();
+    watched
+        .session
+        .http_request(request("POST", "/stop", ""))
+        .await
+        .unwrap();
+    let record = watched.finished().await;
+
+    let hook = received.recv().await.expect("the webhook was called");
+    assert_eq!(hook.method, "POST");
+    assert_eq!(hook.path, "/hook");
+    assert_eq!(hook.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hook.body).unwrap(),
+        serde_json::json!({"session": id, "event": "terminating"})
+    );
+    assert!(received.try_recv().is_err(), "exactly one request arrived");
+
+    let log = lines(&record, LogSource::Scenario);
+    assert_eq!(log[0], format!("started, webhook={url}"));
+    assert_eq!(log[1], "webhook answered 200");
+    assert!(
+        log[2].starts_with("second request refused: ") && log[2].contains("HttpRequestDenied"),
+        "{}",
+        log[2]
+    );
+    assert_eq!(log[3], "terminated");
+    let host = lines(&record, LogSource::Host);
+    assert!(
+        host.iter().any(|line| line.starts_with(
+            "http refused in terminating: 1 outbound request in terminating is the limit (POST http://127.0.0.1:"
+        )),
+        "the host notes the refusal for the author: {host:?}"
+    );
+    assert_eq!(record.capabilities.uses["http"], 1);
+    assert_eq!(record.capabilities.refusals["http"]["terminating"], 1);
+    assert_eq!(
+        watched.seen,
+        ["Started", "HttpRequest", "Terminating", "Terminated"]
+    );
+}
