@@ -55,8 +55,10 @@ async fn started_comes_first_and_once_with_its_payload() {
             "terminated",
         ]
     );
-    // WASI stdout reaches the session log, line by line.
+    // WASI stdout reaches the session log, line by line, in order with the
+    // scenario's own log lines.
     assert_eq!(lines(&record, LogSource::Stdout), ["hello from stdout"]);
+    assert_eq!(record.log.lines[1].source, LogSource::Stdout);
     assert_eq!(record.capabilities.uses["logger"], 4);
 }
 

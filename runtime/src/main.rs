@@ -168,6 +168,7 @@ async fn run_session(
         tokio::select! {
             biased;
             notice = notices.recv() => match notice {
+                Some(Notice::Event { name, detail }) if detail.is_empty() => println!("{name}"),
                 Some(Notice::Event { name, detail }) => println!("{name} {detail}"),
                 Some(Notice::Log(line)) => println!("  {:>8} | {}", source_name(line.source), line.text),
                 Some(Notice::Finished(record)) => {

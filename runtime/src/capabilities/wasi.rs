@@ -6,8 +6,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
+use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::SessionState;
@@ -57,13 +60,26 @@ impl IsTerminal for GuestOutput {
     }
 }
 
-impl StdoutStream for GuestOutput {
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
+impl GuestOutput {
+    fn lines(&self) -> LineWriter {
+        LineWriter {
             log: self.log.clone(),
             source: self.source,
             partial: Vec::new(),
-        })
+        }
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.lines())
+    }
+
+    /// Written synchronously, unlike the default (a buffer drained by a
+    /// task): a printed line lands in the log in order with the scenario's
+    /// `logger.write` lines, and no task is spawned per stream.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.lines())
     }
 }
 
@@ -85,21 +101,8 @@ impl LineWriter {
         self.log.write(self.source, &String::from_utf8_lossy(line));
     }
 
-    fn flush_partial(&mut self) {
-        if !self.partial.is_empty() {
-            let partial = std::mem::take(&mut self.partial);
-            self.emit(&partial);
-        }
-    }
-}
-
-impl AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut rest = buf;
+    fn push(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
         while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
             let (line, tail) = rest.split_at(newline);
             if self.partial.is_empty() {
@@ -114,6 +117,23 @@ impl AsyncWrite for LineWriter {
         if self.partial.len() > MAX_PARTIAL_LINE {
             self.flush_partial();
         }
+    }
+
+    fn flush_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.emit(&partial);
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -124,6 +144,27 @@ impl AsyncWrite for LineWriter {
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.flush_partial();
         Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl Pollable for LineWriter {
+    /// Always ready: writes go straight to the log.
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_PARTIAL_LINE)
     }
 }
 

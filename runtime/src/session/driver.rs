@@ -36,14 +36,14 @@ enum Wakeup {
 }
 
 pub(crate) struct Driver {
-    pub store: Store<SessionState>,
-    pub bindings: ScenarioBindings,
-    pub queue: mpsc::Receiver<Event>,
-    pub observer: Option<Observer>,
-    pub scenario: String,
-    pub started_at: SystemTime,
-    pub finished: watch::Sender<Option<Arc<SessionRecord>>>,
-    pub limits: Arc<Limits>,
+    store: Store<SessionState>,
+    bindings: ScenarioBindings,
+    queue: mpsc::Receiver<Event>,
+    observer: Option<Observer>,
+    scenario: String,
+    started_at: SystemTime,
+    finished: watch::Sender<Option<Arc<SessionRecord>>>,
+    limits: Arc<Limits>,
     events: BTreeMap<&'static str, u64>,
     last_activity: Instant,
 }

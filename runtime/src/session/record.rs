@@ -20,8 +20,6 @@ pub enum FinishReason {
     Trapped { event: &'static str, trap: String },
     /// A handler computed for longer than the limit.
     ComputeLimit { event: &'static str, limit_ms: u64 },
-    /// The host could not create the instance.
-    InstantiationFailed { error: String },
 }
 
 /// [`TerminateCause`] as it appears in records.
@@ -66,9 +64,6 @@ impl fmt::Display for FinishReason {
                 f,
                 "compute limit: the {event} handler computed for more than {limit_ms} ms"
             ),
-            FinishReason::InstantiationFailed { error } => {
-                write!(f, "instantiation failed: {error}")
-            }
         }
     }
 }

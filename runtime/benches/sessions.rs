@@ -1,0 +1,388 @@
+//! Session lifecycle (W1) and HttpRequest dispatch (W2) throughput, through
+//! Sessionbox's real paths, beside a bare wasmtime embedding of the same
+//! guest on the same tuned engine: the ratio is what Sessionbox's machinery
+//! (queues, phases, metering, records) costs.
+//!
+//!   cargo bench --bench sessions            # full: median of 5 runs of >= 1 s
+//!   cargo bench --bench sessions -- --smoke # one short run each, no claims
+//!
+//! Unset RUST_BACKTRACE when measuring (`env -u RUST_BACKTRACE cargo bench
+//! ...`): wasmtime captures a backtrace for every error it builds.
+//! The guest is tests/guests/bench-echo (built by guest-examples/rust/build.sh).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sessionbox::bindings::{Header, HttpRequestEvent, ScenarioPre};
+use sessionbox::engine::{EngineConfig, EpochTicker, build_engine};
+use sessionbox::{Limits, Runtime, Scenario, StartOptions};
+use tokio::task::JoinSet;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The baselines' custom data (31 bytes, as named there).
+const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
+const IN_FLIGHT: usize = 64;
+const MANY_SESSIONS: usize = 64;
+const POOL: u32 = 1_024;
+
+struct Settings {
+    runs: usize,
+    min_run: Duration,
+}
+
+fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let settings = if smoke {
+        Settings {
+            runs: 1,
+            min_run: Duration::from_millis(50),
+        }
+    } else {
+        Settings {
+            runs: 5,
+            min_run: Duration::from_secs(1),
+        }
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(bench(settings, smoke));
+}
+
+async fn bench(settings: Settings, smoke: bool) {
+    let guest_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/bench-echo.wasm");
+    let guest = std::fs::read(&guest_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build the guests: guest-examples/rust/build.sh)",
+            guest_path.display()
+        )
+    });
+    let sessionbox = Arc::new(Sessionbox::new(&guest));
+    let bare = Arc::new(Bare::new(&guest));
+
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "workload (median)", "sessionbox", "bare wasmtime", "ratio"
+    );
+    let w1 = (
+        median(&settings, |n| {
+            let s = Arc::clone(&sessionbox);
+            per_second(n, async move { s.lifecycles(n).await })
+        })
+        .await,
+        median(&settings, |n| {
+            let b = Arc::clone(&bare);
+            per_second(n, async move { b.lifecycles(n).await })
+        })
+        .await,
+    );
+    report("W1 lifecycle, sessions/s", w1);
+    for sessions in [1, MANY_SESSIONS] {
+        let w2 = (
+            median(&settings, |n| {
+                let s = Arc::clone(&sessionbox);
+                per_second(n, async move { s.dispatch(sessions, n).await })
+            })
+            .await,
+            median(&settings, |n| {
+                let b = Arc::clone(&bare);
+                per_second(n, async move { b.dispatch(sessions, n).await })
+            })
+            .await,
+        );
+        report(&format!("W2 dispatch, {sessions} session(s), events/s"), w2);
+    }
+    if smoke {
+        println!("(smoke run: one short run each; the figures are not measurements)");
+    }
+}
+
+fn report(label: &str, (sessionbox, bare): (f64, f64)) {
+    println!(
+        "{label:<34} {sessionbox:>14.0} {bare:>14.0} {:>7.2}x",
+        sessionbox / bare
+    );
+}
+
+async fn per_second(n: usize, work: impl Future<Output = ()>) -> (usize, Duration) {
+    let start = Instant::now();
+    work.await;
+    (n, start.elapsed())
+}
+
+/// The median rate of `settings.runs` runs, each at least `min_run` long;
+/// the batch grows until a run is long enough (shorter runs are warm-up).
+async fn median<F, Fut>(settings: &Settings, mut batch: F) -> f64
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = (usize, Duration)>,
+{
+    let mut n = 64;
+    let mut rates = Vec::new();
+    while rates.len() < settings.runs {
+        let (done, elapsed) = batch(n).await;
+        if elapsed < settings.min_run {
+            let scale = settings.min_run.as_secs_f64() / elapsed.as_secs_f64().max(1e-6);
+            n = ((n as f64) * scale.clamp(1.5, 100.0)) as usize;
+            continue;
+        }
+        rates.push(done as f64 / elapsed.as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+fn echo_request() -> HttpRequestEvent {
+    let header = |name: &str, value: &str| Header {
+        name: name.into(),
+        value: value.into(),
+    };
+    HttpRequestEvent {
+        method: "GET".into(),
+        path: "/api/v1/echo".into(),
+        headers: vec![header("X-Tenant", "t1"), header("X-Trace", "abc")],
+        body: (0..64u8).collect(),
+    }
+}
+
+/// Sessionbox, through `Runtime::start` and `SessionHandle`.
+struct Sessionbox {
+    runtime: Runtime,
+    scenario: Arc<Scenario>,
+}
+
+impl Sessionbox {
+    fn new(guest: &[u8]) -> Self {
+        let config = EngineConfig {
+            max_sessions: POOL,
+            ..EngineConfig::default()
+        };
+        let runtime = Runtime::new(config).unwrap();
+        let scenario = runtime
+            .load("bench-echo", guest, Limits::default())
+            .unwrap();
+        Sessionbox { runtime, scenario }
+    }
+
+    async fn lifecycles(self: Arc<Self>, n: usize) {
+        let mut tasks = JoinSet::new();
+        for _ in 0..n {
+            if tasks.len() >= IN_FLIGHT {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+            let this = Arc::clone(&self);
+            tasks.spawn(async move {
+                let options = StartOptions {
+                    custom_data: CUSTOM_DATA.into(),
+                    ..StartOptions::default()
+                };
+                let session = this.runtime.start(&this.scenario, options).await.unwrap();
+                session.terminate().unwrap();
+                let record = session.finished().await.unwrap();
+                assert!(record.finish_reason.is_normal());
+                assert_eq!(record.capabilities.uses["logger"], 3);
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) {
+        let mut handles = Vec::new();
+        for _ in 0..sessions {
+            let options = StartOptions::default();
+            handles.push(self.runtime.start(&self.scenario, options).await.unwrap());
+        }
+        let request = echo_request();
+        let mut tasks = JoinSet::new();
+        for (i, session) in handles.iter().cloned().enumerate() {
+            let share = events / sessions + usize::from(i < events % sessions);
+            let request = request.clone();
+            tasks.spawn(async move {
+                for _ in 0..share {
+                    let response = session.http_request(request.clone()).await.unwrap();
+                    assert!(response.status == 200 && response.body == request.body);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        for session in handles {
+            session.terminate().unwrap();
+            session.finished().await.unwrap();
+        }
+    }
+}
+
+/// The same guest on the same engine with nothing but wasmtime: a store, an
+/// instance, calls.
+struct Bare {
+    engine: Engine,
+    pre: ScenarioPre<BareState>,
+    _ticker: EpochTicker,
+}
+
+struct BareState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    log_lines: Arc<AtomicU64>,
+}
+
+impl WasiView for BareState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The design's 1 s handler limit in 10 ms ticks.
+const DEADLINE_TICKS: u64 = 100;
+
+impl Bare {
+    fn new(guest: &[u8]) -> Self {
+        let config = EngineConfig {
+            max_sessions: POOL,
+            ..EngineConfig::default()
+        };
+        let engine = build_engine(&config).unwrap();
+        let component = Component::new(&engine, guest).unwrap();
+        let mut linker = Linker::<BareState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        linker
+            .instance("sessionbox:scenario/logger@0.1.0")
+            .unwrap()
+            .func_wrap("write", |mut store, (_message,): (String,)| {
+                store.data_mut().log_lines.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+        stub_host_interfaces(&engine, &component, &mut linker);
+        let pre = ScenarioPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        let ticker = EpochTicker::start(&engine, config.epoch_tick);
+        Bare {
+            engine,
+            pre,
+            _ticker: ticker,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn open(
+        &self,
+    ) -> (
+        Store<BareState>,
+        sessionbox::bindings::Scenario,
+        Arc<AtomicU64>,
+    ) {
+        let log_lines = Arc::new(AtomicU64::new(0));
+        let state = BareState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            log_lines: Arc::clone(&log_lines),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(DEADLINE_TICKS);
+        let instance = self.pre.instantiate_async(&mut store).await.unwrap();
+        (store, instance, log_lines)
+    }
+
+    async fn lifecycles(self: Arc<Self>, n: usize) {
+        let mut tasks = JoinSet::new();
+        for _ in 0..n {
+            if tasks.len() >= IN_FLIGHT {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+            let this = Arc::clone(&self);
+            tasks.spawn(async move {
+                let (mut store, instance, log_lines) = this.open().await;
+                let events = instance.sessionbox_scenario_app_events();
+                let started = sessionbox::bindings::StartedEvent {
+                    session_id: String::new(),
+                    access_url: String::new(),
+                    custom_data: CUSTOM_DATA.into(),
+                };
+                store.set_epoch_deadline(DEADLINE_TICKS);
+                events.call_started(&mut store, &started).await.unwrap();
+                store.set_epoch_deadline(DEADLINE_TICKS);
+                events.call_terminating(&mut store).await.unwrap();
+                store.set_epoch_deadline(DEADLINE_TICKS);
+                events.call_terminated(&mut store).await.unwrap();
+                assert_eq!(log_lines.load(Ordering::Relaxed), 3);
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) {
+        let request = echo_request();
+        let mut tasks = JoinSet::new();
+        for i in 0..sessions {
+            let share = events / sessions + usize::from(i < events % sessions);
+            let this = Arc::clone(&self);
+            let request = request.clone();
+            tasks.spawn(async move {
+                let (mut store, instance, _) = this.open().await;
+                let app = instance.sessionbox_scenario_app_events();
+                for _ in 0..share {
+                    store.set_epoch_deadline(DEADLINE_TICKS);
+                    let response = app.call_http_request(&mut store, &request).await.unwrap();
+                    assert!(response.status == 200 && response.body == request.body);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    }
+}
+
+/// The SDK links every host interface; bench-echo calls none but the logger.
+/// The others get functions that fail if called, and the host's resource
+/// types (the exports' types name them).
+fn stub_host_interfaces(engine: &Engine, component: &Component, linker: &mut Linker<BareState>) {
+    use sessionbox::capabilities::calls::CallHandle;
+    use sessionbox::capabilities::websockets::SocketHandle;
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+
+    for (name, item) in component.component_type().imports(engine) {
+        let stubbed = name.starts_with("sessionbox:scenario/") && !name.contains("/logger@");
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if !stubbed {
+            continue;
+        }
+        let mut stub = linker.instance(name).unwrap();
+        for (export, item) in instance.exports(engine) {
+            match (export, item.ty) {
+                (_, ComponentItem::ComponentFunc(_)) => stub
+                    .func_new(export, |_, _, _, _| {
+                        wasmtime::bail!("not part of the bench")
+                    })
+                    .unwrap(),
+                ("call", ComponentItem::Resource(_)) => stub
+                    .resource(export, ResourceType::host::<CallHandle>(), |_, _| Ok(()))
+                    .unwrap(),
+                ("websocket", ComponentItem::Resource(_)) => stub
+                    .resource(export, ResourceType::host::<SocketHandle>(), |_, _| Ok(()))
+                    .unwrap(),
+                _ => {}
+            }
+        }
+    }
+}

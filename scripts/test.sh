@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): builds the guest components and runs
+# every check. On a fresh machine it installs what it needs first (Debian's
+# wasm toolchain when no rustup wasm32-wasip2 target is present).
+#
+# Compiled dependencies are kept in $CARGO_TARGET_DIR (default
+# ~/.cache/sessionbox/target) so that later runs rebuild only Sessionbox.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
+
+step() { echo "== $*" >&2; }
+
+step "guest components"
+guest-examples/rust/build.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "tests"
+cargo test --locked
+
+# Keeps the benchmark working; a smoke run asserts nothing about speed.
+# (RUST_BACKTRACE makes wasmtime capture a backtrace per error it builds.)
+step "benchmark smoke run"
+env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench sessions -- --smoke
