@@ -22,12 +22,16 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+pub mod config;
 pub mod engine;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod runtime;
 pub mod scenario;
+pub mod server;
 pub mod session;
+pub mod storage;
 pub mod telephony;
 
 pub use engine::EngineConfig;

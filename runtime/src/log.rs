@@ -89,6 +89,15 @@ impl SessionLog {
         state.contents.lines.push(line);
     }
 
+    /// A copy of the log's contents so far.
+    pub(crate) fn snapshot(&self) -> LogContents {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contents
+            .clone()
+    }
+
     /// Takes the log's contents, leaving it empty (at the end of a session).
     pub(crate) fn take(&self) -> LogContents {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());

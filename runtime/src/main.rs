@@ -26,6 +26,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serves the management API and access URLs. Without --config: one app,
+    /// `demo`, running the bundled remote-control scenario.
+    Serve {
+        /// The config file (TOML): server settings, tenants, apps.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to listen, overriding the config [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Runs one session of a scenario here, printing every event and log line.
     Run {
         /// The scenario component (.wasm).
@@ -93,8 +103,19 @@ impl Cli {
     }
 
     async fn run(self) -> Result<ExitCode> {
+        if let Command::Serve { config, listen } = &self.command {
+            serve(
+                config.as_deref(),
+                *listen,
+                self.cache_dir.clone(),
+                self.no_cache,
+            )
+            .await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let runtime = self.runtime()?;
         match self.command {
+            Command::Serve { .. } => unreachable!("handled above"),
             Command::Check { scenario } => {
                 let loaded = runtime.load_file(&scenario, Limits::default())?;
                 println!(
@@ -192,6 +213,92 @@ async fn run_session(
                 let _ = session.terminate();
             }
         }
+    }
+}
+
+async fn serve(
+    config_path: Option<&std::path::Path>,
+    listen: Option<std::net::SocketAddr>,
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+) -> Result<()> {
+    use sessionbox::config::Config;
+    use sessionbox::server::{self, Server};
+
+    let (mut config, demo_key) = match config_path {
+        Some(path) => (Config::load(path)?, None),
+        None => {
+            let (config, key) = server::default_config(demo_database());
+            (config, Some(key))
+        }
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    if cache_dir.is_some() {
+        config.server.cache_dir = cache_dir;
+    }
+    if no_cache {
+        // An empty path: nothing is cached (see Server::new).
+        config.server.cache_dir = Some(PathBuf::new());
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    let public_url = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    let apps: Vec<String> = config.apps.keys().cloned().collect();
+    let server = Server::new(config, public_url.clone())?;
+    println!(
+        "sessionbox listening on {public_url} (apps: {})",
+        apps.join(", ")
+    );
+    if let Some(key) = demo_key {
+        print_demo(&public_url, &key);
+    }
+    server::serve(server, listener, shutdown_signal()).await
+}
+
+/// The copy-and-paste tour of the default app, with this run's key.
+fn print_demo(url: &str, key: &str) {
+    println!(
+        r#"
+App "demo" runs the bundled remote-control scenario. Try it:
+
+  # start a session (delivers Started) and keep its answer
+  S=$(curl -s -X POST -H 'Authorization: Bearer {key}' -d '{{"custom_data":"hello"}}' {url}/v1/apps/demo/sessions); echo "$S"
+  A=$(echo "$S" | sed -E 's/.*"access_url":"([^"]+)".*/\1/')
+  L=$(echo "$S" | sed -E 's/.*"log_url":"([^"]+)".*/\1/')
+  # talk to it (each request is an HttpRequest event; the scenario answers)
+  curl -s "$A/status"; echo
+  curl -s -X POST -d 'new data' "$A/custom-data"; echo
+  # end it (Terminating, Terminated) and read its log
+  curl -s -X POST "$A/stop"; echo
+  sleep 1; curl -s -H 'Authorization: Bearer {key}' "$L"; echo
+"#
+    );
+}
+
+/// Where the default app keeps its history.
+fn demo_database() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("sessionbox").join("demo.db")
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 

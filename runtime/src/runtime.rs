@@ -20,6 +20,7 @@ use crate::capabilities::{Meter, SessionState};
 use crate::engine::{EngineConfig, EpochTicker, build_engine};
 use crate::limits::Limits;
 use crate::log::SessionLog;
+use crate::metrics::Metrics;
 use crate::scenario::{Scenario, check_bytes, one_line, prelink};
 use crate::session::budget::{self, Budget};
 use crate::session::{Driver, EventSink, Observer, SessionHandle};
@@ -34,17 +35,26 @@ pub struct Runtime {
     /// One permit per pool slot: a start beyond capacity is refused cleanly
     /// instead of failing inside the allocator.
     capacity: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     _ticker: EpochTicker,
 }
+
+/// Called once with a session's record when it finishes.
+pub type FinishHook = Box<dyn FnOnce(Arc<crate::session::SessionRecord>) + Send>;
 
 /// How a session starts.
 #[derive(Default)]
 pub struct StartOptions {
+    /// The session's id; a fresh random one (see [`new_session_id`]) if None.
+    pub id: Option<String>,
     pub custom_data: String,
     /// The URL that reaches the session over HTTP, if it has one.
     pub access_url: String,
     /// Receives the session's notices (events, log lines, the record).
     pub observer: Option<Observer>,
+    /// Receives the record when the session finishes, before anyone waiting
+    /// on [`SessionHandle::finished`] wakes.
+    pub on_finish: Option<FinishHook>,
 }
 
 /// Why a session could not start.
@@ -94,6 +104,7 @@ impl Runtime {
             linker,
             cache: None,
             telephony: Arc::new(InProcessTelephony),
+            metrics: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -108,6 +119,10 @@ impl Runtime {
     pub fn with_telephony(mut self, telephony: Arc<dyn Telephony>) -> Self {
         self.telephony = telephony;
         self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn cache_stats(&self) -> Option<CacheStats> {
@@ -176,7 +191,7 @@ impl Runtime {
                 max_sessions: self.config.max_sessions,
             })?;
 
-        let id = new_session_id();
+        let id = options.id.unwrap_or_else(new_session_id);
         let log = SessionLog::new(
             Instant::now(),
             limits.log_line_chars,
@@ -185,6 +200,7 @@ impl Runtime {
         );
         let (queue_tx, queue) = mpsc::channel(limits.queued_events);
         let events = EventSink(queue_tx);
+        let handle_log = log.clone();
         let state = SessionState {
             table: ResourceTable::new(),
             meter: Meter::default(),
@@ -198,13 +214,15 @@ impl Runtime {
             timers: Default::default(),
             calls: Calls::new(Arc::clone(&self.telephony), events.clone()),
             sockets: Default::default(),
-            http: HttpState::new(Arc::clone(&limits), log.clone()),
+            http: HttpState::new(Arc::clone(&limits), log.clone(), Arc::clone(&self.metrics)),
             wasi: WasiState::new(&log),
             budget: Budget::new(
                 limits.handler_compute,
                 self.config.epoch_tick,
                 limits.memory_bytes,
+                Arc::clone(&self.metrics),
             ),
+            metrics: Arc::clone(&self.metrics),
             log,
             limits: Arc::clone(&limits),
         };
@@ -218,12 +236,15 @@ impl Runtime {
             .await
             .map_err(|e| StartError::Instantiation(one_line(&e)))?;
 
+        self.metrics.sessions_started.inc();
+        self.metrics.sessions_live.inc();
         let (finished_tx, finished) = watch::channel(None);
         let driver = Driver::new(
             store,
             bindings,
             queue,
             options.observer,
+            options.on_finish,
             scenario.name.clone(),
             finished_tx,
             limits,
@@ -232,12 +253,12 @@ impl Runtime {
             driver.run(options.custom_data).await;
             drop(permit);
         });
-        Ok(SessionHandle::new(id, events, finished))
+        Ok(SessionHandle::new(id, events, handle_log, finished))
     }
 }
 
 /// 128 random bits, hex: unguessable, so an id alone grants nothing.
-fn new_session_id() -> String {
+pub fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source failed");
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -62,8 +62,8 @@ pub async fn start(runtime: &Runtime, scenario: &Arc<Scenario>, custom_data: &st
     let (observer, notices) = mpsc::unbounded_channel();
     let options = StartOptions {
         custom_data: custom_data.into(),
-        access_url: String::new(),
         observer: Some(observer),
+        ..StartOptions::default()
     };
     let session = runtime
         .start(scenario, options)

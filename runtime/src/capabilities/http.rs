@@ -25,6 +25,7 @@ use super::{Meter, SessionState, phase_name};
 use crate::bindings::{Capability, Phase};
 use crate::limits::Limits;
 use crate::log::{LogSource, SessionLog};
+use crate::metrics::Metrics;
 
 pub(crate) struct HttpState {
     ctx: WasiHttpCtx,
@@ -32,7 +33,7 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub fn new(limits: Arc<Limits>, log: SessionLog) -> Self {
+    pub fn new(limits: Arc<Limits>, log: SessionLog, metrics: Arc<Metrics>) -> Self {
         HttpState {
             ctx: WasiHttpCtx::new(),
             policy: HttpPolicy {
@@ -43,6 +44,7 @@ impl HttpState {
                 sent_running: 0,
                 sent_terminating: 0,
                 meter: Meter::default(),
+                metrics,
                 in_flight: Arc::new(watch::Sender::new(0)),
             },
         }
@@ -81,6 +83,7 @@ struct HttpPolicy {
     sent_running: usize,
     sent_terminating: usize,
     meter: Meter,
+    metrics: Arc<Metrics>,
     concurrency: Arc<Semaphore>,
     in_flight: Arc<watch::Sender<usize>>,
 }
@@ -136,6 +139,7 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> SendFuture {
         if let Err(reason) = self.admit() {
             self.meter.count_refusal(Capability::Http, self.phase);
+            self.metrics.refused("http", phase_name(self.phase));
             self.log.write(
                 LogSource::Host,
                 &format!(
@@ -148,6 +152,7 @@ impl WasiHttpHooks for HttpPolicy {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         self.meter.count_use(Capability::Http);
+        self.metrics.http_requests.inc();
 
         let limits = Arc::clone(&self.limits);
         let concurrency = Arc::clone(&self.concurrency);

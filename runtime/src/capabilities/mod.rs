@@ -37,6 +37,7 @@ pub struct SessionState {
     pub(crate) http: http::HttpState,
     pub(crate) wasi: wasi::WasiState,
     pub(crate) budget: crate::session::budget::Budget,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl crate::bindings::sessionbox::scenario::types::Host for SessionState {}
@@ -67,6 +68,8 @@ impl SessionState {
     pub(crate) fn refuse(&mut self, capability: Capability, reason: String) -> Refusal {
         let phase = self.phase();
         self.meter.count_refusal(capability, phase);
+        self.metrics
+            .refused(capability_name(capability), phase_name(phase));
         self.log.write(
             LogSource::Host,
             &format!(

@@ -4,11 +4,13 @@
 //! reach them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 
 use crate::capabilities::SessionState;
+use crate::metrics::Metrics;
 
 pub(crate) struct Budget {
     /// Epoch ticks a handler may compute for.
@@ -16,17 +18,27 @@ pub(crate) struct Budget {
     /// Ticks seen while the current handler was computing.
     ticks_used: u64,
     memory_bytes: usize,
+    /// Linear memory the instance holds now, as reported to the metrics.
+    memory_in_use: usize,
+    metrics: Arc<Metrics>,
     /// Set when a memory.grow past the limit was refused during the current
     /// handler: a trap that follows is most likely its consequence.
     pub memory_refused: bool,
 }
 
 impl Budget {
-    pub fn new(compute: Duration, tick: Duration, memory_bytes: usize) -> Self {
+    pub fn new(
+        compute: Duration,
+        tick: Duration,
+        memory_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Budget {
             ticks_allowed: compute.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64,
             ticks_used: 0,
             memory_bytes,
+            memory_in_use: 0,
+            metrics,
             memory_refused: false,
         }
     }
@@ -35,6 +47,15 @@ impl Budget {
     pub fn reset(&mut self) {
         self.ticks_used = 0;
         self.memory_refused = false;
+    }
+}
+
+impl Drop for Budget {
+    /// The instance's memory goes with its store.
+    fn drop(&mut self) {
+        self.metrics
+            .guest_memory_bytes
+            .dec_by(self.memory_in_use as i64);
     }
 }
 
@@ -69,12 +90,16 @@ pub(crate) fn on_epoch_tick(
 impl ResourceLimiter for Budget {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_bytes;
-        if !allowed {
+        if allowed {
+            let grown = desired.saturating_sub(current);
+            self.memory_in_use += grown;
+            self.metrics.guest_memory_bytes.inc_by(grown as i64);
+        } else {
             self.memory_refused = true;
         }
         Ok(allowed)

@@ -24,6 +24,8 @@ use crate::capabilities::calls::CallHandle;
 use crate::capabilities::websockets::SocketHandle;
 use crate::limits::Limits;
 use crate::log::LogSource;
+use crate::metrics::{EventLabels, FinishLabels};
+use crate::runtime::FinishHook;
 
 /// How a handler failed: the session ends with this.
 struct Failure(FinishReason);
@@ -40,6 +42,7 @@ pub(crate) struct Driver {
     bindings: ScenarioBindings,
     queue: mpsc::Receiver<Event>,
     observer: Option<Observer>,
+    on_finish: Option<FinishHook>,
     scenario: String,
     started_at: SystemTime,
     finished: watch::Sender<Option<Arc<SessionRecord>>>,
@@ -55,6 +58,7 @@ impl Driver {
         bindings: ScenarioBindings,
         queue: mpsc::Receiver<Event>,
         observer: Option<Observer>,
+        on_finish: Option<FinishHook>,
         scenario: String,
         finished: watch::Sender<Option<Arc<SessionRecord>>>,
         limits: Arc<Limits>,
@@ -64,6 +68,7 @@ impl Driver {
             bindings,
             queue,
             observer,
+            on_finish,
             scenario,
             started_at: SystemTime::now(),
             finished,
@@ -424,9 +429,17 @@ impl Driver {
         self.store.data_mut().budget.reset();
         self.store.set_epoch_deadline(1);
         let guest = self.bindings.sessionbox_scenario_app_events();
-        handler(guest, &mut self.store)
-            .await
-            .map_err(|error| Failure(self.classify(kind.handler(), error)))
+        let began = std::time::Instant::now();
+        let outcome = handler(guest, &mut self.store).await;
+        let metrics = &self.store.data().metrics;
+        metrics
+            .handler_seconds
+            .observe(began.elapsed().as_secs_f64());
+        metrics
+            .events_delivered
+            .get_or_create(&EventLabels { kind: kind.name() })
+            .inc();
+        outcome.map_err(|error| Failure(self.classify(kind.handler(), error)))
     }
 
     /// Turns a failed handler into the session's finish reason.
@@ -469,9 +482,22 @@ impl Driver {
             capabilities,
             log: state.log.take(),
         });
-        if let Some(observer) = &self.observer {
-            let _ = observer.send(Notice::Finished(Arc::clone(&record)));
+        let metrics = &state.metrics;
+        metrics.sessions_live.dec();
+        metrics
+            .sessions_finished
+            .get_or_create(&FinishLabels {
+                reason: record.finish_reason.label(),
+            })
+            .inc();
+        // The hook runs first: whoever waits on the handle wakes to a world
+        // where the hook has done its part (e.g. handed the record to storage).
+        if let Some(on_finish) = self.on_finish {
+            on_finish(Arc::clone(&record));
         }
-        self.finished.send_replace(Some(record));
+        self.finished.send_replace(Some(Arc::clone(&record)));
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(Notice::Finished(record));
+        }
     }
 }

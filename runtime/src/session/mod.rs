@@ -24,7 +24,7 @@ pub use record::{FinishReason, SessionRecord, TerminateCauseName};
 use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use crate::capabilities::calls::CallId;
 use crate::capabilities::websockets::{SocketCommand, SocketId};
-use crate::log::LogLine;
+use crate::log::{LogContents, LogLine, SessionLog};
 
 /// What a session tells its observer as it happens.
 #[derive(Debug, Clone)]
@@ -85,6 +85,7 @@ struct HandleInner {
     /// Ids for calls and sockets, which the outside names before the
     /// session has seen them.
     next_id: AtomicU32,
+    log: SessionLog,
     finished: watch::Receiver<Option<Arc<SessionRecord>>>,
 }
 
@@ -95,12 +96,14 @@ impl SessionHandle {
     pub(crate) fn new(
         id: String,
         events: EventSink,
+        log: SessionLog,
         finished: watch::Receiver<Option<Arc<SessionRecord>>>,
     ) -> Self {
         SessionHandle(Arc::new(HandleInner {
             id,
             events,
             next_id: AtomicU32::new(1),
+            log,
             finished,
         }))
     }
@@ -211,6 +214,12 @@ impl SessionHandle {
     /// Asks the session to end (Terminating, then Terminated).
     pub fn terminate(&self) -> Result<(), SessionError> {
         self.0.events.send(Event::Terminate(TerminateCause::Host))
+    }
+
+    /// The session's log so far (a live session's; a finished one's is in
+    /// its record).
+    pub fn log(&self) -> LogContents {
+        self.0.log.snapshot()
     }
 
     /// The session's record once it has finished.

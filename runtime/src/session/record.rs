@@ -49,6 +49,21 @@ impl FinishReason {
     }
 }
 
+impl FinishReason {
+    /// A short, fixed name for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FinishReason::Terminated { cause } => match cause {
+                TerminateCauseName::Terminate => "terminate",
+                TerminateCauseName::IdleTimeout => "idle_timeout",
+                TerminateCauseName::Host => "host",
+            },
+            FinishReason::Trapped { .. } => "trapped",
+            FinishReason::ComputeLimit { .. } => "compute_limit",
+        }
+    }
+}
+
 impl fmt::Display for FinishReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -99,12 +99,21 @@ impl Scenario for Hello {
     }
 
     fn websocket_message(&mut self, socket: SocketId, message: Message) {
-        match message {
-            Message::Text(text) => log(&format!("websocket-message {socket} text={text}")),
-            Message::Binary(bytes) => log(&format!(
-                "websocket-message {socket} binary={}",
-                bytes.len()
-            )),
+        let reply = match &message {
+            Message::Text(text) => {
+                log(&format!("websocket-message {socket} text={text}"));
+                Message::Text(format!("echo: {text}"))
+            }
+            Message::Binary(bytes) => {
+                log(&format!("websocket-message {socket} binary={}", bytes.len()));
+                Message::Binary(bytes.clone())
+            }
+        };
+        // Echo it back on the same socket.
+        if let Some(ws) = self.sockets.iter().find(|ws| ws.id() == socket)
+            && let Err(refusal) = ws.send(&reply)
+        {
+            log(&format!("refused: {refusal}"));
         }
     }
 

@@ -1,0 +1,197 @@
+//! The server's configuration file (TOML): server settings, tenants and
+//! their API keys, and apps (a scenario, its tenant, its limits).
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"
+//! database = "sessionbox.db"
+//!
+//! [tenants.acme]
+//! api_keys = ["acme-secret-key"]
+//!
+//! [apps.support-line]
+//! tenant = "acme"
+//! scenario = "scenarios/support.wasm"   # relative to this file
+//! limits = { idle_timeout = 30000 }      # milliseconds; see `Limits`
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::limits::Limits;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The base of access and log URLs, as clients reach this server;
+    /// defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// The SQLite database of session history and logs.
+    pub database: PathBuf,
+    /// Finished sessions (and their logs) are kept this many days.
+    pub retention_days: u32,
+    /// On shutdown, live sessions get this long (ms) to run Terminating
+    /// and Terminated.
+    pub shutdown_deadline: u64,
+    /// Sessions live at once on this node.
+    pub max_sessions: u32,
+    /// Bytes of a request body, to the API or to an access URL.
+    pub max_body_bytes: usize,
+    /// Where compiled components are cached (default: the user cache dir).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            database: PathBuf::from("sessionbox.db"),
+            retention_days: 30,
+            shutdown_deadline: 10_000,
+            max_sessions: 1_000,
+            max_body_bytes: 1 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Bearer tokens that act for this tenant.
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub tenant: String,
+    /// The scenario component; relative paths are relative to the config
+    /// file. `bundled:remote-control` names the scenario built into the binary.
+    pub scenario: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The `scenario` value that names the scenario built into the binary.
+pub const BUNDLED: &str = "bundled:remote-control";
+
+impl Config {
+    /// Reads and checks a config file. Errors name the file, the key and
+    /// the line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config = Config::parse(&text).with_context(|| format!("{}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for app in config.apps.values_mut() {
+            if app.scenario.is_relative() && app.scenario.as_os_str() != BUNDLED {
+                app.scenario = base.join(&app.scenario);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let mut keys = BTreeMap::new();
+        for (tenant, settings) in &self.tenants {
+            if settings.api_keys.is_empty() {
+                bail!("tenants.{tenant}.api_keys: a tenant needs at least one key");
+            }
+            for key in &settings.api_keys {
+                if key.len() < 8 {
+                    bail!("tenants.{tenant}.api_keys: keys must be at least 8 characters");
+                }
+                if let Some(other) = keys.insert(key, tenant) {
+                    bail!("tenants.{tenant}.api_keys: a key is also one of tenant {other}'s");
+                }
+            }
+        }
+        for (app, settings) in &self.apps {
+            if !self.tenants.contains_key(&settings.tenant) {
+                bail!(
+                    "apps.{app}.tenant: there is no tenant named {:?}",
+                    settings.tenant
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses() {
+        let config = Config::parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            [tenants.acme]
+            api_keys = ["acme-key-1"]
+            [apps.support]
+            tenant = "acme"
+            scenario = "support.wasm"
+            limits = { idle_timeout = 1500, timers = 5 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9000);
+        let limits = &config.apps["support"].limits;
+        assert_eq!(limits.idle_timeout.as_millis(), 1500);
+        assert_eq!(limits.timers, 5);
+        assert_eq!(
+            limits.custom_data_bytes, 200,
+            "unset limits keep their defaults"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let error = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("unknown field `lisen`"), "{error}");
+
+        let error = Config::parse(
+            "[tenants.a]\napi_keys = [\"key-of-a\"]\n[apps.x]\ntenant = \"b\"\nscenario = \"x.wasm\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(error, "apps.x.tenant: there is no tenant named \"b\"");
+
+        let error = Config::parse("[apps.x]\ntenant = \"b\"\nscenario = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 3") && error.contains("scenario"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Runtime metrics in Prometheus form: sessions, events, handler time,
+//! capability refusals, outbound HTTP and guest memory. One set per
+//! runtime, updated where the thing happens (the driver, the capability
+//! gates, the memory limiter) and rendered by `GET /metrics`.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub capability: &'static str,
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishLabels {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_live: Gauge,
+    pub sessions_started: Counter,
+    pub sessions_finished: Family<FinishLabels, Counter>,
+    pub events_delivered: Family<EventLabels, Counter>,
+    pub handler_seconds: Histogram,
+    pub refusals: Family<RefusalLabels, Counter>,
+    pub http_requests: Counter,
+    pub guest_memory_bytes: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sessionbox");
+        let metrics = Metrics {
+            sessions_live: Gauge::default(),
+            sessions_started: Counter::default(),
+            sessions_finished: Family::default(),
+            events_delivered: Family::default(),
+            // 10 µs .. ~5 s
+            handler_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
+            ),
+            refusals: Family::default(),
+            http_requests: Counter::default(),
+            guest_memory_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "sessions_live",
+            "Sessions running now",
+            metrics.sessions_live.clone(),
+        );
+        registry.register(
+            "sessions_started",
+            "Sessions started",
+            metrics.sessions_started.clone(),
+        );
+        registry.register(
+            "sessions_finished",
+            "Sessions finished, by finish reason",
+            metrics.sessions_finished.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events delivered to scenarios, by kind",
+            metrics.events_delivered.clone(),
+        );
+        registry.register(
+            "handler_seconds",
+            "Time from an event's delivery to its handler's return",
+            metrics.handler_seconds.clone(),
+        );
+        registry.register(
+            "capability_refusals",
+            "Capability refusals, by capability and phase",
+            metrics.refusals.clone(),
+        );
+        registry.register(
+            "outbound_http_requests",
+            "Outbound HTTP requests sent by scenarios",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "guest_memory_bytes",
+            "Linear memory held by live sessions",
+            metrics.guest_memory_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    pub(crate) fn refused(&self, capability: &'static str, phase: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabels { capability, phase })
+            .inc();
+    }
+}

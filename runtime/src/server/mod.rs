@@ -1,0 +1,370 @@
+//! `sessionbox serve`: the management API, access URLs, and the session
+//! history behind them.
+//!
+//! One [`Server`] holds the runtime, the apps (each a loaded scenario owned
+//! by a tenant), the live sessions and the history. [`api`] routes requests
+//! to it; [`access`] delivers requests on access URLs to sessions.
+
+mod access;
+mod api;
+mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+
+use crate::cache::{ComponentCache, content_hash};
+use crate::config::{AppConfig, BUNDLED, Config, ServerConfig, TenantConfig};
+use crate::engine::EngineConfig;
+use crate::runtime::{Runtime, StartError, StartOptions, new_session_id};
+use crate::scenario::Scenario;
+use crate::session::SessionHandle;
+use crate::storage::{NewSession, Storage, StoredSession};
+
+pub use api::router;
+
+/// The scenario `serve` runs when it is given no config: the
+/// remote-control example (guest-examples/rust/remote-control), built.
+pub const BUNDLED_SCENARIO: &[u8] = include_bytes!("../../assets/remote-control.wasm");
+
+pub struct Server {
+    runtime: Runtime,
+    settings: ServerConfig,
+    public_url: String,
+    /// API key -> tenant.
+    keys: HashMap<String, String>,
+    apps: RwLock<BTreeMap<String, App>>,
+    live: Mutex<HashMap<String, Live>>,
+    storage: Storage,
+}
+
+#[derive(Clone)]
+struct App {
+    tenant: String,
+    scenario: Arc<Scenario>,
+}
+
+/// A session that is running. `handle` is None while it is being started.
+struct Live {
+    handle: Option<SessionHandle>,
+    tenant: String,
+    /// The secret half of the session's access token.
+    secret: String,
+    /// Incoming WebSocket messages are cut off past this.
+    websocket_message_bytes: usize,
+    /// What the history knows of it.
+    row: NewSession,
+}
+
+/// A session just started, as the API reports it.
+pub struct Started {
+    pub handle: SessionHandle,
+    pub access_url: String,
+}
+
+impl Server {
+    /// Builds the server from a config: the runtime, every app's scenario
+    /// (each validated; a bad one stops the start, naming it), the history.
+    pub fn new(config: Config, public_url: String) -> Result<Arc<Server>> {
+        let settings = config.server.clone();
+        let engine = EngineConfig {
+            max_sessions: settings.max_sessions,
+            ..EngineConfig::default()
+        };
+        let mut runtime = Runtime::new(engine)?;
+        // An empty cache_dir turns the cache off.
+        match settings
+            .cache_dir
+            .clone()
+            .or_else(ComponentCache::default_dir)
+        {
+            Some(dir) if !dir.as_os_str().is_empty() => runtime = runtime.with_cache(dir),
+            _ => {}
+        }
+        let mut apps = BTreeMap::new();
+        for (name, app) in &config.apps {
+            let scenario = load_app(&runtime, name, app)?;
+            apps.insert(
+                name.clone(),
+                App {
+                    tenant: app.tenant.clone(),
+                    scenario,
+                },
+            );
+        }
+        let keys = config
+            .tenants
+            .iter()
+            .flat_map(|(tenant, TenantConfig { api_keys })| {
+                api_keys
+                    .iter()
+                    .map(move |key| (key.clone(), tenant.clone()))
+            })
+            .collect();
+        if let Some(dir) = settings.database.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        let (storage, interrupted) = Storage::open(&settings.database, settings.retention_days)?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "sessions live at the last shutdown were marked interrupted"
+            );
+        }
+        Ok(Arc::new(Server {
+            runtime,
+            settings,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            keys,
+            apps: RwLock::new(apps),
+            live: Mutex::new(HashMap::new()),
+            storage,
+        }))
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// A live session, whatever its tenant (for embedders and tests).
+    pub fn session(&self, id: &str) -> Option<SessionHandle> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.get(id).and_then(|session| session.handle.clone())
+    }
+
+    /// Waits until the history has everything that happened so far.
+    pub fn flush_history(&self) {
+        self.storage.flush();
+    }
+
+    /// The tenant an API key acts for.
+    fn tenant_of(&self, key: &str) -> Option<&str> {
+        self.keys.get(key).map(String::as_str)
+    }
+
+    /// The tenant's app named `name` (another tenant's app is not found).
+    fn app(&self, tenant: &str, name: &str) -> Option<App> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.get(name).filter(|app| app.tenant == tenant).cloned()
+    }
+
+    /// Validates a new scenario for an app and swaps it in: new sessions
+    /// get it, live ones keep the one they started with.
+    fn replace_scenario(&self, name: &str, bytes: &[u8]) -> Result<Arc<Scenario>> {
+        let limits = {
+            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            apps[name].scenario.limits().clone()
+        };
+        let scenario = self.runtime.load(name, bytes, limits)?;
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(app) = apps.get_mut(name) {
+            app.scenario = Arc::clone(&scenario);
+        }
+        Ok(scenario)
+    }
+
+    /// Starts a session of `app`; Started is its first event. The history
+    /// hears of it before it runs, and of its end through the finish hook,
+    /// which also retires it from the live sessions once that is committed.
+    async fn start_session(
+        self: &Arc<Self>,
+        app_name: &str,
+        app: &App,
+        custom_data: String,
+    ) -> Result<Started, StartError> {
+        let id = new_session_id();
+        let secret = random_hex();
+        let session = NewSession {
+            id: id.clone(),
+            tenant: app.tenant.clone(),
+            app: app_name.to_owned(),
+            scenario_sha256: app.scenario.content_hash().to_owned(),
+            access_secret_sha256: content_hash(secret.as_bytes()),
+            started_at: SystemTime::now(),
+        };
+        let on_finish = {
+            let server = Arc::clone(self);
+            let session = session.clone();
+            Box::new(move |record: Arc<crate::session::SessionRecord>| {
+                let retire = Arc::clone(&server);
+                let id = record.id.clone();
+                server.storage.finished(session, record, move || {
+                    retire.retire(&id);
+                });
+            })
+        };
+        self.storage.started(session.clone());
+        // In the map before it runs: its finish hook may retire it at any
+        // moment from here on.
+        let starting = Live {
+            handle: None,
+            tenant: app.tenant.clone(),
+            secret: secret.clone(),
+            websocket_message_bytes: app.scenario.limits().websocket_message_bytes,
+            row: session.clone(),
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), starting);
+        let options = StartOptions {
+            id: Some(id.clone()),
+            custom_data,
+            access_url: format!("{}/s/{id}{secret}", self.public_url),
+            observer: None,
+            on_finish: Some(on_finish),
+        };
+        let access_url = options.access_url.clone();
+        let handle = match self.runtime.start(&app.scenario, options).await {
+            Ok(handle) => handle,
+            Err(error) => {
+                // Never ran: nothing to keep.
+                self.retire(&id);
+                self.storage.forget(&id);
+                return Err(error);
+            }
+        };
+        // Unless it already finished and was retired, it is live now.
+        if let Some(live) = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+        {
+            live.handle = Some(handle.clone());
+        }
+        Ok(Started { handle, access_url })
+    }
+
+    fn retire(&self, id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// A session of `tenant`'s, live (from memory) or past (from history).
+    fn session_of(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>> {
+        {
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(session) = live.get(id) {
+                return Ok((session.tenant == tenant).then(|| StoredSession::live(&session.row)));
+            }
+        }
+        Ok(self
+            .storage
+            .session(id)?
+            .filter(|session| session.tenant == tenant))
+    }
+
+    /// A live session of `tenant`'s.
+    fn live_session(&self, tenant: &str, id: &str) -> Option<SessionHandle> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.get(id)
+            .filter(|session| session.tenant == tenant)
+            .and_then(|session| session.handle.clone())
+    }
+
+    fn live_handles(&self) -> Vec<SessionHandle> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.values()
+            .filter_map(|session| session.handle.clone())
+            .collect()
+    }
+
+    /// Asks every live session to end (Terminating, then Terminated).
+    pub fn terminate_all(&self) {
+        for handle in self.live_handles() {
+            let _ = handle.terminate();
+        }
+    }
+
+    /// Ends every live session and waits for them, at most the shutdown
+    /// deadline; then flushes the history.
+    pub async fn shutdown(&self) {
+        self.terminate_all();
+        let handles = self.live_handles();
+        let deadline = Duration::from_millis(self.settings.shutdown_deadline);
+        let all = futures_util::future::join_all(handles.iter().map(SessionHandle::finished));
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            tracing::warn!("some sessions did not finish within the shutdown deadline");
+        }
+        self.storage.close();
+    }
+
+    fn log_url(&self, id: &str) -> String {
+        format!("{}/v1/sessions/{id}/log", self.public_url)
+    }
+}
+
+fn load_app(runtime: &Runtime, name: &str, app: &AppConfig) -> Result<Arc<Scenario>> {
+    let bytes = if app.scenario.as_os_str() == BUNDLED {
+        BUNDLED_SCENARIO.to_vec()
+    } else {
+        std::fs::read(&app.scenario)
+            .with_context(|| format!("apps.{name}.scenario: reading {}", app.scenario.display()))?
+    };
+    runtime
+        .load(name, &bytes, app.limits.clone())
+        .with_context(|| format!("apps.{name}.scenario"))
+}
+
+
+/// The configuration `serve` uses when given none: tenant `demo` with a
+/// fresh random API key, and app `demo` running the bundled scenario.
+pub fn default_config(database: PathBuf) -> (Config, String) {
+    let key = format!("demo-{}", random_hex());
+    let mut config = Config::default();
+    config.server.database = database;
+    config.tenants.insert(
+        "demo".into(),
+        TenantConfig {
+            api_keys: vec![key.clone()],
+        },
+    );
+    config.apps.insert(
+        "demo".into(),
+        AppConfig {
+            tenant: "demo".into(),
+            scenario: PathBuf::from(BUNDLED),
+            limits: Default::default(),
+        },
+    );
+    (config, key)
+}
+
+/// 128 random bits, hex.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares secrets without leaking, through timing, how much of a guess
+/// was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; then stops
+/// accepting, ends the live sessions (Terminating, Terminated) within the
+/// shutdown deadline, and flushes the history.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let draining = Arc::clone(&server);
+    let app = router(Arc::clone(&server));
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending live sessions");
+        draining.terminate_all();
+    });
+    serving.await?;
+    server.shutdown().await;
+    Ok(())
+}
