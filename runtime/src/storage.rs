@@ -153,22 +153,12 @@ impl Storage {
              WHERE state = 'live'",
             [],
         )?;
-        let horizon =
-            unix_ms(SystemTime::now()).saturating_sub(u64::from(retention_days) * 24 * 3600 * 1000);
-        writer_db.execute(
-            "DELETE FROM log_lines WHERE session_id IN
-                 (SELECT id FROM sessions WHERE started_at_ms < ?1 AND state != 'live')",
-            [horizon],
-        )?;
-        writer_db.execute(
-            "DELETE FROM sessions WHERE started_at_ms < ?1 AND state != 'live'",
-            [horizon],
-        )?;
+        expire(&writer_db, retention_days)?;
         let reader = Connection::open(path)?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("sessionbox-storage".into())
-            .spawn(move || write_loop(writer_db, rx))?;
+            .spawn(move || write_loop(writer_db, rx, retention_days))?;
         Ok((
             Storage {
                 writes: Mutex::new(Some(tx)),
@@ -327,8 +317,40 @@ fn source_from_name(name: &str) -> LogSource {
 /// Writes per transaction at most; more wait for the next one.
 const BATCH: usize = 256;
 
-fn write_loop(mut db: Connection, writes: Receiver<Write>) {
-    while let Ok(first) = writes.recv() {
+/// How often a long-running server drops expired history.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Drops finished sessions (and their logs) older than the retention.
+fn expire(db: &Connection, retention_days: u32) -> Result<()> {
+    let horizon =
+        unix_ms(SystemTime::now()).saturating_sub(u64::from(retention_days) * 24 * 3600 * 1000);
+    db.execute(
+        "DELETE FROM log_lines WHERE session_id IN
+             (SELECT id FROM sessions WHERE started_at_ms < ?1 AND state != 'live')",
+        [horizon],
+    )?;
+    db.execute(
+        "DELETE FROM sessions WHERE started_at_ms < ?1 AND state != 'live'",
+        [horizon],
+    )?;
+    Ok(())
+}
+
+fn write_loop(mut db: Connection, writes: Receiver<Write>, retention_days: u32) {
+    let mut next_expiry = std::time::Instant::now() + EXPIRY_INTERVAL;
+    loop {
+        let wait = next_expiry.saturating_duration_since(std::time::Instant::now());
+        let first = match writes.recv_timeout(wait) {
+            Ok(write) => write,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = expire(&db, retention_days) {
+                    tracing::error!("expiring session history failed: {e:#}");
+                }
+                next_expiry += EXPIRY_INTERVAL;
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         batch.extend(writes.try_iter().take(BATCH - 1));
         let mut after = Vec::new();
@@ -458,5 +480,31 @@ mod tests {
         let session = storage.session("s1").unwrap().unwrap();
         assert_eq!(session.state, "interrupted");
         assert_eq!(session.finish_reason.as_deref(), Some("interrupted"));
+    }
+
+    #[test]
+    fn history_past_the_retention_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let (storage, _) = Storage::open(&path, 30).unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        for (id, age) in [("old", 31), ("recent", 29)] {
+            storage.started(NewSession {
+                id: id.into(),
+                tenant: "t".into(),
+                app: "a".into(),
+                scenario_sha256: "00".into(),
+                access_secret_sha256: "11".into(),
+                started_at: SystemTime::now() - day * age,
+            });
+        }
+        storage.close();
+        // Both were live: the reopen marks them interrupted, and expires
+        // only what is finished and old.
+        let (storage, _) = Storage::open(&path, 30).unwrap();
+        drop(storage);
+        let (storage, _) = Storage::open(&path, 30).unwrap();
+        assert!(storage.session("old").unwrap().is_none());
+        assert!(storage.session("recent").unwrap().is_some());
     }
 }

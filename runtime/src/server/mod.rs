@@ -312,7 +312,6 @@ fn load_app(runtime: &Runtime, name: &str, app: &AppConfig) -> Result<Arc<Scenar
         .with_context(|| format!("apps.{name}.scenario"))
 }
 
-
 /// The configuration `serve` uses when given none: tenant `demo` with a
 /// fresh random API key, and app `demo` running the bundled scenario.
 pub fn default_config(database: PathBuf) -> (Config, String) {
