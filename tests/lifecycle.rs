@@ -269,7 +269,12 @@ async fn remote_control_answers_json_and_stops_on_request() {
 async fn farewell_makes_exactly_one_request_in_terminating() {
     let runtime = runtime();
     let (url, mut received) = webhook::start().await;
-    let scenario = load(&runtime, "farewell", Limits::default());
+    // The webhook is on loopback, which apps reach only when allowed.
+    let limits = Limits {
+        http_allow_private: true,
+        ..Limits::default()
+    };
+    let scenario = load(&runtime, "farewell", limits);
     let mut watched = start(&runtime, &scenario, &url).await;
     let id = watched.session.id().to_owned();
     watched

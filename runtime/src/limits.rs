@@ -55,6 +55,12 @@ pub struct Limits {
     pub call_message_bytes: usize,
     /// Bytes of one WebSocket message, either way.
     pub websocket_message_bytes: usize,
+    /// Hosts outbound HTTP may reach: `*`, `host`, `*.domain`, each
+    /// optionally with `scheme://` and `:port`.
+    pub http_allow: Vec<String>,
+    /// Whether outbound HTTP may reach loopback, private, link-local and
+    /// cloud-metadata addresses (off: only public addresses).
+    pub http_allow_private: bool,
     /// Events waiting in a session's queue; past this, new events are refused
     /// to their sender.
     pub queued_events: usize,
@@ -83,6 +89,8 @@ impl Default for Limits {
             call_message_bytes: 8_192,
             websocket_message_bytes: 64 << 10,
             queued_events: 1_024,
+            http_allow: vec!["*".into()],
+            http_allow_private: false,
         }
     }
 }

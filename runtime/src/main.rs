@@ -53,6 +53,10 @@ enum Command {
         /// Milliseconds without calls or requests before Terminating.
         #[arg(long, value_name = "MS", default_value_t = 5_000)]
         idle_timeout: u64,
+        /// Let outbound HTTP reach loopback and private addresses (a webhook
+        /// on this machine, say); off, only public addresses are reachable.
+        #[arg(long)]
+        allow_private_http: bool,
     },
     /// Checks that a component is a valid scenario, without running it.
     Check {
@@ -131,6 +135,7 @@ impl Cli {
                 call,
                 http,
                 idle_timeout,
+                allow_private_http,
             } => {
                 let call = call.as_deref().map(parse_call).transpose()?;
                 let requests = http
@@ -139,6 +144,7 @@ impl Cli {
                     .collect::<Result<Vec<_>>>()?;
                 let limits = Limits {
                     idle_timeout: Duration::from_millis(idle_timeout),
+                    http_allow_private: allow_private_http,
                     ..Limits::default()
                 };
                 let scenario = runtime.load_file(&scenario, limits)?;

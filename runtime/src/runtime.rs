@@ -14,6 +14,7 @@ use crate::bindings::{Phase, Scenario as ScenarioBindings};
 use crate::cache::{CacheStats, ComponentCache, content_hash};
 use crate::capabilities::calls::Calls;
 use crate::capabilities::http::HttpState;
+use crate::capabilities::http::destination::HostRule;
 use crate::capabilities::session::SessionInfo;
 use crate::capabilities::wasi::WasiState;
 use crate::capabilities::{Meter, SessionState};
@@ -145,6 +146,12 @@ impl Runtime {
                 self.config.max_memory_bytes
             ));
         }
+        let http_rules = limits
+            .http_allow
+            .iter()
+            .map(|entry| HostRule::parse(entry))
+            .collect::<Result<Arc<[_]>, _>>()
+            .map_err(|e| anyhow!("limits.http_allow: {e}"))?;
         let hash = content_hash(bytes);
         let compiled = match &self.cache {
             Some(cache) => cache.load(&self.engine, bytes, &hash),
@@ -158,6 +165,7 @@ impl Runtime {
             name: name.to_owned(),
             content_hash: hash,
             limits: Arc::new(limits),
+            http_rules,
             pre,
         }))
     }
@@ -214,7 +222,12 @@ impl Runtime {
             timers: Default::default(),
             calls: Calls::new(Arc::clone(&self.telephony), events.clone()),
             sockets: Default::default(),
-            http: HttpState::new(Arc::clone(&limits), log.clone(), Arc::clone(&self.metrics)),
+            http: HttpState::new(
+                Arc::clone(&limits),
+                Arc::clone(&scenario.http_rules),
+                log.clone(),
+                Arc::clone(&self.metrics),
+            ),
             wasi: WasiState::new(&log),
             budget: Budget::new(
                 limits.handler_compute,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::bindings::ScenarioPre;
 use crate::capabilities::SessionState;
+use crate::capabilities::http::destination::HostRule;
 use crate::limits::Limits;
 
 /// The largest component Sessionbox loads. Python components are ~18 MB.
@@ -16,6 +17,8 @@ pub struct Scenario {
     pub(crate) name: String,
     pub(crate) content_hash: String,
     pub(crate) limits: Arc<Limits>,
+    /// `limits.http_allow`, parsed.
+    pub(crate) http_rules: Arc<[HostRule]>,
     pub(crate) pre: ScenarioPre<SessionState>,
 }
 

@@ -471,7 +471,7 @@ impl Driver {
             &format!("session finished: {finish_reason}"),
         );
         let mut capabilities = state.meter.clone();
-        capabilities.merge(state.http.meter());
+        capabilities.merge(&state.http.meter());
         let record = Arc::new(SessionRecord {
             id: state.session.id.clone(),
             scenario: self.scenario,

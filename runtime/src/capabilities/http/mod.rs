@@ -9,10 +9,19 @@
 //! `http_response_bytes` as it streams. A refusal reaches the guest as the
 //! standard `HttpRequestDenied` error code and is noted in the session log.
 //!
+//! Destinations are checked first ([`destination`]): the host must be on
+//! the app's allowlist (else `HttpRequestDenied`), and the addresses it
+//! resolves to must be public unless the app allows private ones (else
+//! `DestinationIpProhibited`). Plain-HTTP requests then connect to the
+//! address that was checked, so a second DNS answer cannot swap it. Redirects
+//! are not followed by the host: each hop is a new request, checked anew.
+//!
 //! The session waits for requests in flight before delivering Terminated:
 //! [`HttpState::wait_idle`].
 
-use std::sync::Arc;
+pub mod destination;
+
+use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Semaphore, watch};
@@ -26,6 +35,7 @@ use crate::bindings::{Capability, Phase};
 use crate::limits::Limits;
 use crate::log::{LogSource, SessionLog};
 use crate::metrics::Metrics;
+use destination::HostRule;
 
 pub(crate) struct HttpState {
     ctx: WasiHttpCtx,
@@ -33,7 +43,12 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub fn new(limits: Arc<Limits>, log: SessionLog, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        limits: Arc<Limits>,
+        rules: Arc<[HostRule]>,
+        log: SessionLog,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         HttpState {
             ctx: WasiHttpCtx::new(),
             policy: HttpPolicy {
@@ -43,8 +58,9 @@ impl HttpState {
                 phase: Phase::Running,
                 sent_running: 0,
                 sent_terminating: 0,
-                meter: Meter::default(),
+                meter: Arc::default(),
                 metrics,
+                rules,
                 in_flight: Arc::new(watch::Sender::new(0)),
             },
         }
@@ -58,8 +74,12 @@ impl HttpState {
     }
 
     /// What this capability counted, for the session record.
-    pub fn meter(&self) -> &Meter {
-        &self.policy.meter
+    pub fn meter(&self) -> Meter {
+        self.policy
+            .meter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -82,8 +102,11 @@ struct HttpPolicy {
     phase: Phase,
     sent_running: usize,
     sent_terminating: usize,
-    meter: Meter,
+    /// Shared with requests in flight, which may be refused after the hook
+    /// returned (an address found internal on resolution).
+    meter: Arc<Mutex<Meter>>,
     metrics: Arc<Metrics>,
+    rules: Arc<[HostRule]>,
     concurrency: Arc<Semaphore>,
     in_flight: Arc<watch::Sender<usize>>,
 }
@@ -137,22 +160,39 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<RequestOptions>,
         _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
-        if let Err(reason) = self.admit() {
-            self.meter.count_refusal(Capability::Http, self.phase);
-            self.metrics.refused("http", phase_name(self.phase));
-            self.log.write(
-                LogSource::Host,
-                &format!(
-                    "http refused in {}: {reason} ({} {})",
-                    phase_name(self.phase),
-                    request.method(),
-                    request.uri()
-                ),
+        let what = format!("{} {}", request.method(), request.uri());
+        let refusal = Refusal {
+            meter: Arc::clone(&self.meter),
+            metrics: Arc::clone(&self.metrics),
+            log: self.log.clone(),
+            phase: self.phase,
+            what,
+        };
+        let Some(target) = Target::of(request.uri()) else {
+            let error = refusal.refuse(
+                "the URL has no host".into(),
+                HttpError::HttpRequestUriInvalid,
             );
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            return Box::new(async move { Err(error) });
+        };
+        if !destination::allowed(&self.rules, &target.scheme, &target.host, target.port) {
+            let reason = format!(
+                "{} is not on the app's outbound HTTP allowlist",
+                target.host
+            );
+            let error = refusal.refuse(reason, HttpError::HttpRequestDenied);
+            return Box::new(async move { Err(error) });
         }
-        self.meter.count_use(Capability::Http);
+        if let Err(reason) = self.admit() {
+            let error = refusal.refuse(reason, HttpError::HttpRequestDenied);
+            return Box::new(async move { Err(error) });
+        }
+        self.meter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count_use(Capability::Http);
         self.metrics.http_requests.inc();
+        let allow_private = self.limits.http_allow_private;
 
         let limits = Arc::clone(&self.limits);
         let concurrency = Arc::clone(&self.concurrency);
@@ -178,6 +218,16 @@ impl WasiHttpHooks for HttpPolicy {
                     .acquire_owned()
                     .await
                     .map_err(|_| HttpError::InternalError(Some("session ended".into())))?;
+                let addresses =
+                    destination::resolve_public(&target.host, target.port, allow_private)
+                        .await
+                        .map_err(|(error, reason)| refusal.refuse(reason, error))?;
+                let mut request = request;
+                if target.scheme == "http" {
+                    // Connect to the address just checked (the Host header
+                    // keeps the name). TLS needs the name for its checks.
+                    pin_authority(&mut request, addresses[0]);
+                }
                 let (response, io) =
                     wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
                 let max = limits.http_response_bytes;
@@ -195,6 +245,66 @@ impl WasiHttpHooks for HttpPolicy {
                 .await
                 .unwrap_or(Err(HttpError::HttpResponseTimeout))
         })
+    }
+}
+
+/// Where a request goes.
+struct Target {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn of(uri: &http::Uri) -> Option<Target> {
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().filter(|h| !h.is_empty())?.to_owned();
+        let default_port = if scheme == "http" { 80 } else { 443 };
+        Some(Target {
+            port: uri.port_u16().unwrap_or(default_port),
+            scheme,
+            host,
+        })
+    }
+}
+
+/// Points a request's URI at `address`, keeping scheme, path and query.
+fn pin_authority(request: &mut http::Request<WasiBody>, address: std::net::SocketAddr) {
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(authority) = address.to_string().parse() {
+        parts.authority = Some(authority);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+/// Refuses a request: counted, traced in metrics, noted in the session log
+/// for the author. Usable from the request's future, after the hook returned.
+struct Refusal {
+    meter: Arc<Mutex<Meter>>,
+    metrics: Arc<Metrics>,
+    log: SessionLog,
+    phase: Phase,
+    what: String,
+}
+
+impl Refusal {
+    fn refuse(&self, reason: String, error: HttpError) -> HttpError {
+        self.meter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count_refusal(Capability::Http, self.phase);
+        self.metrics.refused("http", phase_name(self.phase));
+        self.log.write(
+            LogSource::Host,
+            &format!(
+                "http refused in {}: {reason} ({})",
+                phase_name(self.phase),
+                self.what
+            ),
+        );
+        error
     }
 }
 
