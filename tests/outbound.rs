@@ -156,3 +156,42 @@ fn a_malformed_allowlist_is_refused_at_load() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_request_flood_stops_at_the_per_session_limit() {
+    let runtime = runtime();
+    let (hook, mut received) = webhook::start().await;
+    let limits = Limits {
+        http_allow_private: true,
+        ..Limits::default()
+    };
+    let scenario = fetcher(&runtime, limits);
+    let mut watched = start(&runtime, &scenario, "").await;
+    for n in 1..=36 {
+        let (status, body) = fetch(&watched, &hook).await;
+        if n <= 35 {
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "status 200 ok"),
+                "request {n}"
+            );
+        } else {
+            assert_eq!(status, 502);
+            assert!(body.contains("HttpRequestDenied"), "{body}");
+        }
+    }
+    let mut arrived = 0;
+    while received.try_recv().is_ok() {
+        arrived += 1;
+    }
+    assert_eq!(arrived, 35);
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+    assert_eq!(record.capabilities.uses["http"], 35);
+    let host = lines(&record, LogSource::Host);
+    assert!(
+        host.iter().any(|l| l
+            .starts_with("http refused in running: 35 outbound requests per session is the limit")),
+        "{host:?}"
+    );
+}

@@ -61,6 +61,11 @@ pub struct Limits {
     /// Whether outbound HTTP may reach loopback, private, link-local and
     /// cloud-metadata addresses (off: only public addresses).
     pub http_allow_private: bool,
+    /// Bytes of the body a scenario answers an HttpRequest with.
+    pub http_answer_bytes: usize,
+    /// Host resources (handles) a session may hold at once: calls, sockets,
+    /// WASI streams, HTTP requests and responses.
+    pub resources: usize,
     /// Events waiting in a session's queue; past this, new events are refused
     /// to their sender.
     pub queued_events: usize,
@@ -89,6 +94,8 @@ impl Default for Limits {
             call_message_bytes: 8_192,
             websocket_message_bytes: 64 << 10,
             queued_events: 1_024,
+            http_answer_bytes: 1 << 20,
+            resources: 10_000,
             http_allow: vec!["*".into()],
             http_allow_private: false,
         }

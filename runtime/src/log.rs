@@ -38,6 +38,9 @@ pub struct LogContents {
     pub dropped_lines: u64,
 }
 
+/// Refusals noted in a session's log before the rest are only counted.
+pub const MAX_REFUSAL_NOTES: u32 = 100;
+
 /// A handle to one session's log; clones share it.
 #[derive(Clone)]
 pub struct SessionLog(Arc<Mutex<LogState>>);
@@ -48,6 +51,8 @@ struct LogState {
     bytes: usize,
     line_chars: usize,
     budget_bytes: usize,
+    /// Refusals noted so far (see `note_refusal`).
+    refusals_noted: u32,
     observer: Option<Observer>,
 }
 
@@ -64,6 +69,7 @@ impl SessionLog {
             bytes: 0,
             line_chars,
             budget_bytes,
+            refusals_noted: 0,
             observer,
         })))
     }
@@ -87,6 +93,25 @@ impl SessionLog {
             let _ = observer.send(Notice::Log(line.clone()));
         }
         state.contents.lines.push(line);
+    }
+
+    /// Notes a refusal for the scenario's author. A guest that is refused
+    /// in a loop gets the first [`MAX_REFUSAL_NOTES`] noted and the rest only
+    /// counted, so it cannot make the host format lines without end.
+    pub(crate) fn note_refusal(&self, text: impl FnOnce() -> String) {
+        let noted = {
+            let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            state.refusals_noted = state.refusals_noted.saturating_add(1);
+            state.refusals_noted
+        };
+        match noted {
+            n if n <= MAX_REFUSAL_NOTES => self.write(LogSource::Host, &text()),
+            n if n == MAX_REFUSAL_NOTES + 1 => self.write(
+                LogSource::Host,
+                "further refusals are counted in the session record, not logged",
+            ),
+            _ => {}
+        }
     }
 
     /// A copy of the log's contents so far.

@@ -209,8 +209,10 @@ impl Runtime {
         let (queue_tx, queue) = mpsc::channel(limits.queued_events);
         let events = EventSink(queue_tx);
         let handle_log = log.clone();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.resources);
         let state = SessionState {
-            table: ResourceTable::new(),
+            table,
             meter: Meter::default(),
             session: SessionInfo {
                 id: id.clone(),

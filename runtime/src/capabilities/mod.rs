@@ -22,7 +22,7 @@ use wasmtime::component::ResourceTable;
 
 use crate::bindings::{Capability, Phase, Refusal};
 use crate::limits::Limits;
-use crate::log::{LogSource, SessionLog};
+use crate::log::SessionLog;
 
 /// The data of one session's `Store`: every capability's per-session state.
 pub struct SessionState {
@@ -70,14 +70,13 @@ impl SessionState {
         self.meter.count_refusal(capability, phase);
         self.metrics
             .refused(capability_name(capability), phase_name(phase));
-        self.log.write(
-            LogSource::Host,
-            &format!(
+        self.log.note_refusal(|| {
+            format!(
                 "{} refused in {}: {reason}",
                 capability_name(capability),
                 phase_name(phase)
-            ),
-        );
+            )
+        });
         Refusal {
             capability,
             phase,

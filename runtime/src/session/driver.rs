@@ -249,13 +249,28 @@ impl Driver {
                         guest.call_http_request(store, &request).await
                     })
                     .await;
-                let answer = match &outcome {
-                    Ok(response) => Ok(response.clone()),
-                    Err(Failure(reason)) => Err(SessionError::ScenarioFailed(reason.to_string())),
+                let limit = self.limits.http_answer_bytes;
+                let (answer, outcome) = match outcome {
+                    Ok(response) if response.body.len() > limit => {
+                        let reason = format!(
+                            "its answer is {} bytes; the limit is {limit}",
+                            response.body.len()
+                        );
+                        self.store.data().log.write(
+                            LogSource::Host,
+                            &format!("http-request answer refused: {reason}"),
+                        );
+                        (Err(SessionError::ScenarioFailed(reason)), Ok(()))
+                    }
+                    Ok(response) => (Ok(response), Ok(())),
+                    Err(Failure(reason)) => (
+                        Err(SessionError::ScenarioFailed(reason.to_string())),
+                        Err(Failure(reason)),
+                    ),
                 };
                 // The requester may have given up waiting; that is its business.
                 let _ = respond.send(answer);
-                outcome.map(drop)
+                outcome
             }
             Event::WebsocketOpened {
                 socket,

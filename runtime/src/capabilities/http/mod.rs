@@ -33,7 +33,7 @@ use wasmtime_wasi_http::{
 use super::{Meter, SessionState, phase_name};
 use crate::bindings::{Capability, Phase};
 use crate::limits::Limits;
-use crate::log::{LogSource, SessionLog};
+use crate::log::SessionLog;
 use crate::metrics::Metrics;
 use destination::HostRule;
 
@@ -296,14 +296,13 @@ impl Refusal {
             .unwrap_or_else(|e| e.into_inner())
             .count_refusal(Capability::Http, self.phase);
         self.metrics.refused("http", phase_name(self.phase));
-        self.log.write(
-            LogSource::Host,
-            &format!(
+        self.log.note_refusal(|| {
+            format!(
                 "http refused in {}: {reason} ({})",
                 phase_name(self.phase),
                 self.what
-            ),
-        );
+            )
+        });
         error
     }
 }

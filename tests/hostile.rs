@@ -1,0 +1,223 @@
+//! Guests written to break things, each beside a well-behaved session that
+//! must not notice: loops in every handler, runaway recursion, a flood of
+//! timers, a log line as large as memory, an oversized answer.
+
+mod support;
+
+use std::time::Duration;
+
+use sessionbox::log::{LogSource, MAX_REFUSAL_NOTES};
+use sessionbox::{FinishReason, Limits, Runtime, SessionError};
+use support::*;
+
+const LOG: &str =
+    r#"(import "sessionbox:scenario/logger@0.1.0" "write" (func $log (param i32 i32)))"#;
+const SET_TIMEOUT: &str = r#"(import "sessionbox:scenario/timers@0.1.0" "set-timeout" (func $set_timeout (param i32 i32)))"#;
+const LOOP: &str = "(loop (br 0)) unreachable";
+
+fn short_compute() -> Limits {
+    Limits {
+        handler_compute: Duration::from_millis(100),
+        ..Limits::default()
+    }
+}
+
+/// A healthy session answers and ends normally.
+async fn bystander_is_fine(runtime: &Runtime) {
+    let hello = load(runtime, "hello", Limits::default());
+    let mut healthy = start(runtime, &hello, "").await;
+    let answer = healthy
+        .session
+        .http_request(request("GET", "/ok", ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.body, b"hello GET /ok");
+    healthy.session.terminate().unwrap();
+    assert!(healthy.finished().await.finish_reason.is_normal());
+}
+
+#[tokio::test]
+async fn a_loop_in_any_handler_ends_the_session_at_the_compute_limit() {
+    let runtime = runtime();
+    let handlers = [
+        "started",
+        "http-request",
+        "timer-fired",
+        "terminating",
+        "terminated",
+    ];
+    for handler in handlers {
+        // timer-fired needs a timer: started sets one.
+        let started = if handler == "timer-fired" {
+            "(call $set_timeout (i32.const 1) (i32.const 256))"
+        } else {
+            ""
+        };
+        let mut bodies = vec![(handler, LOOP)];
+        if !started.is_empty() {
+            bodies.push(("started", started));
+        }
+        let looping = wat::scenario(&bodies, SET_TIMEOUT, "");
+        let scenario = runtime.load(handler, &looping, short_compute()).unwrap();
+        let mut session = start(&runtime, &scenario, "").await;
+        match handler {
+            "http-request" => {
+                let answer = session.session.http_request(request("GET", "/", "")).await;
+                assert!(matches!(answer, Err(SessionError::ScenarioFailed(_))));
+            }
+            "terminating" | "terminated" => session.session.terminate().unwrap(),
+            _ => {}
+        }
+        let record = session.finished().await;
+        assert_eq!(
+            record.finish_reason,
+            FinishReason::ComputeLimit {
+                event: handler,
+                limit_ms: 100
+            },
+            "{handler}"
+        );
+        bystander_is_fine(&runtime).await;
+    }
+}
+
+#[tokio::test]
+async fn runaway_recursion_traps_with_a_stack_overflow() {
+    let runtime = runtime();
+    let recursing = wat::scenario(
+        &[("http-request", "(call $recurse) (i32.const 1024)")],
+        "",
+        "(func $recurse (call $recurse))",
+    );
+    let scenario = runtime
+        .load("recursing", &recursing, Limits::default())
+        .unwrap();
+    let mut session = start(&runtime, &scenario, "").await;
+    let _ = session.session.http_request(request("GET", "/", "")).await;
+    let record = session.finished().await;
+    let FinishReason::Trapped { event, trap } = &record.finish_reason else {
+        panic!("{:?}", record.finish_reason);
+    };
+    assert_eq!(*event, "http-request");
+    assert!(trap.contains("call stack exhausted"), "{trap}");
+    bystander_is_fine(&runtime).await;
+}
+
+#[tokio::test]
+async fn a_million_timers_are_a_hundred_and_the_rest_refusals() {
+    let runtime = runtime();
+    let flood = wat::scenario(
+        &[(
+            "started",
+            "(local $i i32)
+             (loop $again
+               (call $set_timeout (i32.const 600000) (i32.const 256))
+               ;; Free the refusal's reason, as a real guest would.
+               (global.set $heap (i32.const 4096))
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br_if $again (i32.lt_u (local.get $i) (i32.const 1000000))))",
+        )],
+        SET_TIMEOUT,
+        "",
+    );
+    // Host calls cost compute too: give the loop room to finish in a debug
+    // build, so that what is measured is the count.
+    let limits = Limits {
+        handler_compute: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let scenario = runtime.load("flood", &flood, limits).unwrap();
+    let mut session = start(&runtime, &scenario, "").await;
+    session.session.terminate().unwrap();
+    let record = session.finished().await;
+    assert!(record.finish_reason.is_normal(), "{}", record.finish_reason);
+    assert_eq!(record.capabilities.uses["timers"], 100);
+    assert_eq!(record.capabilities.refusals["timers"]["running"], 999_900);
+    // The first refusals are noted for the author, the rest only counted.
+    let host = lines(&record, LogSource::Host);
+    assert_eq!(
+        host.iter()
+            .filter(|l| l.starts_with("timers refused"))
+            .count(),
+        MAX_REFUSAL_NOTES as usize
+    );
+    assert!(host.contains(&"further refusals are counted in the session record, not logged"));
+    assert_eq!(
+        host[0],
+        "timers refused in running: 100 timers are pending, the limit"
+    );
+    bystander_is_fine(&runtime).await;
+}
+
+#[tokio::test]
+async fn a_log_line_as_large_as_memory_is_truncated() {
+    let runtime = runtime();
+    const LINE: u32 = 8 << 20;
+    let shouting = wat::scenario(
+        &[(
+            "http-request",
+            // 8 MiB of NUL characters (valid UTF-8), logged as one line.
+            &format!(
+                "(drop (memory.grow (i32.const 130)))
+                 (memory.fill (i32.const 65536) (i32.const 97) (i32.const {LINE}))
+                 (call $log (i32.const 65536) (i32.const {LINE}))
+                 (i32.const 1024)"
+            ),
+        )],
+        LOG,
+        "",
+    );
+    let scenario = runtime
+        .load("shouting", &shouting, Limits::default())
+        .unwrap();
+    let mut session = start(&runtime, &scenario, "").await;
+    let answer = session.session.http_request(request("GET", "/", "")).await;
+    assert_eq!(answer.unwrap().status, 200);
+    session.session.terminate().unwrap();
+    let record = session.finished().await;
+    let line = lines(&record, LogSource::Scenario)[0];
+    let kept = "a".repeat(15_000);
+    assert_eq!(
+        line,
+        format!("{kept} [truncated: {} more characters]", LINE - 15_000)
+    );
+    bystander_is_fine(&runtime).await;
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_and_the_session_goes_on() {
+    let runtime = runtime();
+    const BODY: u32 = 2 << 20;
+    let bloated = wat::scenario(
+        &[(
+            "http-request",
+            &format!(
+                "(drop (memory.grow (i32.const 33)))
+                 (i32.store16 (i32.const 2048) (i32.const 200))
+                 (i32.store (i32.const 2060) (i32.const 65536))
+                 (i32.store (i32.const 2064) (i32.const {BODY}))
+                 (i32.const 2048)"
+            ),
+        )],
+        "",
+        "",
+    );
+    let scenario = runtime
+        .load("bloated", &bloated, Limits::default())
+        .unwrap();
+    let mut session = start(&runtime, &scenario, "").await;
+    for _ in 0..2 {
+        let answer = session.session.http_request(request("GET", "/", "")).await;
+        let Err(SessionError::ScenarioFailed(reason)) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(
+            reason,
+            format!("its answer is {BODY} bytes; the limit is 1048576")
+        );
+    }
+    session.session.terminate().unwrap();
+    let record = session.finished().await;
+    assert!(record.finish_reason.is_normal());
+    assert_eq!(record.delivered("HttpRequest"), 2);
+}
