@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const ACME: &str = "acme-key-0001";
 const GLOBEX: &str = "globex-key-0002";
+const TINY: &str = "tiny-key-0003";
 
 fn config_text(dir: &Path) -> String {
     format!(
@@ -49,6 +50,14 @@ limits = {{ idle_timeout = 200 }}
 
 [apps.theirs]
 tenant = "globex"
+scenario = "{hello}"
+
+[tenants.tiny]
+api_keys = ["{TINY}"]
+quota = {{ max_sessions = 1 }}
+
+[apps.tiny]
+tenant = "tiny"
 scenario = "{hello}"
 "#,
         db = dir.join("history.db").display(),
@@ -712,4 +721,43 @@ fn the_printed_curl_tour_works() {
     );
     signal(&process, "-TERM");
     assert!(process.child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_quota_gets_429_naming_it() {
+    let running = serve().await;
+    let (status, first) = running.start("tiny", TINY, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, refused) = running.start("tiny", TINY, json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused["error"],
+        "tenant tiny has 1 live sessions, its quota"
+    );
+    // Other tenants are not affected.
+    let (status, _) = running.start("remote", ACME, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let handle = running.handle(str_of(&first, "session_id"));
+    handle.terminate().unwrap();
+    running.finished(handle).await;
+    let (status, _) = running.start("tiny", TINY, json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the quota frees with the session"
+    );
+    let metrics = running
+        .client
+        .get(format!("{}/metrics", running.url))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics
+            .contains(r#"sessionbox_quota_refusals_total{tenant="tiny",quota="max_sessions"} 1"#),
+        "{metrics}"
+    );
+    running.stop().await;
 }

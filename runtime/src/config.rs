@@ -77,6 +77,27 @@ impl Default for ServerConfig {
 pub struct TenantConfig {
     /// Bearer tokens that act for this tenant.
     pub api_keys: Vec<String>,
+    /// Quotas that keep one tenant from taking the node.
+    #[serde(default)]
+    pub quota: TenantQuota,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantQuota {
+    /// Sessions of this tenant live at once.
+    pub max_sessions: usize,
+    /// Session starts per second (a burst of as many is allowed).
+    pub starts_per_second: u32,
+}
+
+impl Default for TenantQuota {
+    fn default() -> Self {
+        TenantQuota {
+            max_sessions: 500,
+            starts_per_second: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -24,6 +24,12 @@ pub struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub tenant: String,
+    pub quota: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishLabels {
     pub reason: &'static str,
 }
@@ -37,6 +43,7 @@ pub struct Metrics {
     pub handler_seconds: Histogram,
     pub refusals: Family<RefusalLabels, Counter>,
     pub http_requests: Counter,
+    pub quota_refusals: Family<QuotaLabels, Counter>,
     pub guest_memory_bytes: Gauge<i64, AtomicI64>,
 }
 
@@ -54,6 +61,7 @@ impl Default for Metrics {
             ),
             refusals: Family::default(),
             http_requests: Counter::default(),
+            quota_refusals: Family::default(),
             guest_memory_bytes: Gauge::default(),
             registry: Registry::default(),
         };
@@ -91,6 +99,11 @@ impl Default for Metrics {
             "outbound_http_requests",
             "Outbound HTTP requests sent by scenarios",
             metrics.http_requests.clone(),
+        );
+        registry.register(
+            "quota_refusals",
+            "Session starts refused by a tenant quota",
+            metrics.quota_refusals.clone(),
         );
         registry.register(
             "guest_memory_bytes",

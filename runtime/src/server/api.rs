@@ -80,7 +80,7 @@ fn no_session() -> ApiError {
     ApiError::not_found("no such session")
 }
 
-fn start_error(error: StartError) -> ApiError {
+pub(super) fn start_error(error: StartError) -> ApiError {
     let status = match error {
         StartError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
         StartError::CustomDataTooLong { .. } => StatusCode::BAD_REQUEST,
@@ -126,8 +126,7 @@ async fn start_session(
     };
     let started = server
         .start_session(&app_name, &app, request.custom_data)
-        .await
-        .map_err(start_error)?;
+        .await?;
     let id = started.handle.id();
     Ok((
         StatusCode::CREATED,
@@ -161,10 +160,7 @@ async fn incoming_call(
     let app = server
         .app(&tenant, &app_name)
         .ok_or_else(|| no_app(&app_name))?;
-    let started = server
-        .start_session(&app_name, &app, String::new())
-        .await
-        .map_err(start_error)?;
+    let started = server.start_session(&app_name, &app, String::new()).await?;
     let mut headers: Vec<_> = call
         .headers
         .into_iter()

@@ -8,6 +8,7 @@
 mod access;
 mod api;
 mod error;
+mod quota;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,10 +20,13 @@ use anyhow::{Context, Result};
 use crate::cache::{ComponentCache, content_hash};
 use crate::config::{AppConfig, BUNDLED, Config, ServerConfig, TenantConfig};
 use crate::engine::EngineConfig;
-use crate::runtime::{Runtime, StartError, StartOptions, new_session_id};
+use crate::metrics::QuotaLabels;
+use crate::runtime::{Runtime, StartOptions, new_session_id};
 use crate::scenario::Scenario;
 use crate::session::SessionHandle;
 use crate::storage::{NewSession, Storage, StoredSession};
+use axum::http::StatusCode;
+use error::ApiError;
 
 pub use api::router;
 
@@ -36,6 +40,7 @@ pub struct Server {
     public_url: String,
     /// API key -> tenant.
     keys: HashMap<String, String>,
+    quotas: quota::Quotas,
     apps: RwLock<BTreeMap<String, App>>,
     live: Mutex<HashMap<String, Live>>,
     storage: Storage,
@@ -98,7 +103,7 @@ impl Server {
         let keys = config
             .tenants
             .iter()
-            .flat_map(|(tenant, TenantConfig { api_keys })| {
+            .flat_map(|(tenant, TenantConfig { api_keys, .. })| {
                 api_keys
                     .iter()
                     .map(move |key| (key.clone(), tenant.clone()))
@@ -119,6 +124,12 @@ impl Server {
             settings,
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys,
+            quotas: quota::Quotas::new(
+                config
+                    .tenants
+                    .iter()
+                    .map(|(tenant, settings)| (tenant, &settings.quota)),
+            ),
             apps: RwLock::new(apps),
             live: Mutex::new(HashMap::new()),
             storage,
@@ -174,7 +185,18 @@ impl Server {
         app_name: &str,
         app: &App,
         custom_data: String,
-    ) -> Result<Started, StartError> {
+    ) -> Result<Started, ApiError> {
+        if let Err(refused) = self.quotas.admit(&app.tenant) {
+            self.runtime
+                .metrics()
+                .quota_refusals
+                .get_or_create(&QuotaLabels {
+                    tenant: app.tenant.clone(),
+                    quota: refused.quota,
+                })
+                .inc();
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.reason));
+        }
         let id = new_session_id();
         let secret = random_hex();
         let session = NewSession {
@@ -224,7 +246,7 @@ impl Server {
                 // Never ran: nothing to keep.
                 self.retire(&id);
                 self.storage.forget(&id);
-                return Err(error);
+                return Err(api::start_error(error));
             }
         };
         // Unless it already finished and was retired, it is live now.
@@ -239,11 +261,16 @@ impl Server {
         Ok(Started { handle, access_url })
     }
 
+    /// Forgets a session that ended (or never started), once.
     fn retire(&self, id: &str) {
-        self.live
+        let removed = self
+            .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        if let Some(session) = removed {
+            self.quotas.release(&session.tenant);
+        }
     }
 
     /// A session of `tenant`'s, live (from memory) or past (from history).
@@ -322,6 +349,7 @@ pub fn default_config(database: PathBuf) -> (Config, String) {
         "demo".into(),
         TenantConfig {
             api_keys: vec![key.clone()],
+            quota: Default::default(),
         },
     );
     config.apps.insert(
