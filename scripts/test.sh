@@ -27,3 +27,4 @@ cargo test --locked
 # (RUST_BACKTRACE makes wasmtime capture a backtrace per error it builds.)
 step "benchmark smoke run"
 env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench sessions -- --smoke
+env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench fairness -- --smoke
