@@ -11,6 +11,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
 
 step() { echo "== $*" >&2; }
 
+# The serve tests drive the server with curl, as the README shows.
+if ! command -v curl >/dev/null; then
+  step "installing curl"
+  apt-get update && apt-get install -y curl
+fi
+
 step "guest components"
 guest-examples/rust/build.sh
 
