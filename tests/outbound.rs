@@ -23,6 +23,17 @@ async fn fetch(watched: &Watched, url: &str) -> (u16, String) {
     )
 }
 
+/// The port of `http://127.0.0.1:PORT/...`.
+fn port_of(url: &str) -> String {
+    url.split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 fn fetcher(runtime: &Runtime, limits: Limits) -> Arc<Scenario> {
     load(runtime, "fetcher", limits)
 }
@@ -31,14 +42,7 @@ fn fetcher(runtime: &Runtime, limits: Limits) -> Arc<Scenario> {
 async fn internal_addresses_are_refused_by_ip_and_by_name() {
     let runtime = runtime();
     let (hook, mut received) = webhook::start().await;
-    let port = hook
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = port_of(&hook);
     let scenario = fetcher(&runtime, Limits::default());
     let mut attacker = start(&runtime, &scenario, "").await;
     let hello = load(&runtime, "hello", Limits::default());
@@ -93,14 +97,7 @@ async fn internal_addresses_are_refused_by_ip_and_by_name() {
 async fn only_hosts_on_the_allowlist_are_reached() {
     let runtime = runtime();
     let (hook, mut received) = webhook::start().await;
-    let port = hook
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = port_of(&hook);
     let limits = Limits {
         http_allow: vec![format!("http://127.0.0.1:{port}")],
         http_allow_private: true,

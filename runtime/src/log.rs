@@ -22,6 +22,27 @@ pub enum LogSource {
     Host,
 }
 
+impl LogSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogSource::Scenario => "scenario",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Host => "host",
+        }
+    }
+
+    /// The source named `name` (unknown names are the scenario's).
+    pub fn from_name(name: &str) -> LogSource {
+        match name {
+            "stdout" => LogSource::Stdout,
+            "stderr" => LogSource::Stderr,
+            "host" => LogSource::Host,
+            _ => LogSource::Scenario,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
     /// Milliseconds since the session started.

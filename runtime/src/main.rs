@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sessionbox::bindings::{Header, HttpRequestEvent};
-use sessionbox::log::LogSource;
+
 use sessionbox::{EngineConfig, IncomingCall, Limits, Notice, Runtime, StartOptions};
 use tokio::sync::mpsc;
 
@@ -197,7 +197,7 @@ async fn run_session(
             notice = notices.recv() => match notice {
                 Some(Notice::Event { name, detail }) if detail.is_empty() => println!("{name}"),
                 Some(Notice::Event { name, detail }) => println!("{name} {detail}"),
-                Some(Notice::Log(line)) => println!("  {:>8} | {}", source_name(line.source), line.text),
+                Some(Notice::Log(line)) => println!("  {:>8} | {}", line.source.name(), line.text),
                 Some(Notice::Finished(record)) => {
                     // Requests still queued fail at once now; print every answer.
                     let _ = requester.await;
@@ -305,15 +305,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-    }
-}
-
-fn source_name(source: LogSource) -> &'static str {
-    match source {
-        LogSource::Scenario => "scenario",
-        LogSource::Stdout => "stdout",
-        LogSource::Stderr => "stderr",
-        LogSource::Host => "host",
     }
 }
 

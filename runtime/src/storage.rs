@@ -234,7 +234,7 @@ impl Storage {
         let lines = query.query_map([id], |row| {
             Ok(LogLine {
                 at_ms: row.get(0)?,
-                source: source_from_name(&row.get::<_, String>(1)?),
+                source: LogSource::from_name(&row.get::<_, String>(1)?),
                 text: row.get(2)?,
             })
         })?;
@@ -294,24 +294,6 @@ fn stored_session(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
         capabilities: json(row.get(11)?),
         dropped_log_lines: row.get(12)?,
     })
-}
-
-fn source_name(source: LogSource) -> &'static str {
-    match source {
-        LogSource::Scenario => "scenario",
-        LogSource::Stdout => "stdout",
-        LogSource::Stderr => "stderr",
-        LogSource::Host => "host",
-    }
-}
-
-fn source_from_name(name: &str) -> LogSource {
-    match name {
-        "stdout" => LogSource::Stdout,
-        "stderr" => LogSource::Stderr,
-        "host" => LogSource::Host,
-        _ => LogSource::Scenario,
-    }
 }
 
 /// Writes per transaction at most; more wait for the next one.
@@ -436,7 +418,7 @@ fn apply(
                         record.id,
                         seq,
                         line.at_ms,
-                        source_name(line.source),
+                        line.source.name(),
                         line.text
                     ])?;
                 }

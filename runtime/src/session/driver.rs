@@ -24,7 +24,7 @@ use crate::capabilities::calls::CallHandle;
 use crate::capabilities::websockets::SocketHandle;
 use crate::limits::Limits;
 use crate::log::LogSource;
-use crate::metrics::{EventLabels, FinishLabels};
+use crate::metrics::FinishLabels;
 use crate::runtime::FinishHook;
 
 /// How a handler failed: the session ends with this.
@@ -99,9 +99,11 @@ impl Driver {
             }
         };
         let detail = format!("custom-data={:?}", started.custom_data);
-        self.deliver(EventKind::Started, detail, async |guest, store| {
-            guest.call_started(store, &started).await
-        })
+        self.deliver(
+            EventKind::Started,
+            move || detail,
+            async |guest, store| guest.call_started(store, &started).await,
+        )
         .await?;
 
         let cause = self.run_until_terminating().await?;
@@ -111,9 +113,11 @@ impl Driver {
             TerminateCause::Idle => "idle timeout",
             TerminateCause::Host => "terminated by the host",
         };
-        self.deliver(EventKind::Terminating, why.into(), async |guest, store| {
-            guest.call_terminating(store).await
-        })
+        self.deliver(
+            EventKind::Terminating,
+            move || why.into(),
+            async |guest, store| guest.call_terminating(store).await,
+        )
         .await?;
 
         // Terminated waits for the one request Terminating may make.
@@ -123,7 +127,7 @@ impl Driver {
         self.store.data_mut().session.phase = Phase::Terminated;
         self.deliver(
             EventKind::Terminated,
-            String::new(),
+            String::new,
             async |guest, store| guest.call_terminated(store).await,
         )
         .await?;
@@ -191,7 +195,7 @@ impl Driver {
         self.store.data_mut().timers.fired(id);
         self.deliver(
             EventKind::TimerFired,
-            format!("timer={id}"),
+            move || format!("timer={id}"),
             async |guest, store| guest.call_timer_fired(store, id).await,
         )
         .await
@@ -204,7 +208,7 @@ impl Driver {
         let reason = format!("not answered within {} s", limit.as_secs());
         self.deliver(
             EventKind::CallFailed,
-            format!("call={call} code=408 {reason}"),
+            || format!("call={call} code=408 {reason}"),
             async |guest, store| guest.call_call_failed(store, call, 408, &reason).await,
         )
         .await
@@ -232,18 +236,22 @@ impl Driver {
                     display_name: incoming.display_name,
                     headers: incoming.headers,
                 };
-                self.deliver(EventKind::CallAlerting, detail, async |guest, store| {
-                    guest.call_call_alerting(store, &event).await
-                })
+                self.deliver(
+                    EventKind::CallAlerting,
+                    move || detail,
+                    async |guest, store| guest.call_call_alerting(store, &event).await,
+                )
                 .await
             }
             Event::HttpRequest { request, respond } => {
-                let detail = format!(
-                    "{} {} ({} bytes)",
-                    request.method,
-                    request.path,
-                    request.body.len()
-                );
+                let detail = || {
+                    format!(
+                        "{} {} ({} bytes)",
+                        request.method,
+                        request.path,
+                        request.body.len()
+                    )
+                };
                 let outcome = self
                     .deliver(EventKind::HttpRequest, detail, async |guest, store| {
                         guest.call_http_request(store, &request).await
@@ -291,7 +299,7 @@ impl Driver {
                     return self
                         .deliver(
                             EventKind::NewWebSocketFailed,
-                            event.reason.clone(),
+                            || event.reason.clone(),
                             async |guest, store| {
                                 guest.call_new_websocket_failed(store, &event).await
                             },
@@ -307,16 +315,18 @@ impl Driver {
                     path,
                     headers,
                 };
-                self.deliver(EventKind::WebSocket, detail, async |guest, store| {
-                    guest.call_websocket(store, &event).await
-                })
+                self.deliver(
+                    EventKind::WebSocket,
+                    move || detail,
+                    async |guest, store| guest.call_websocket(store, &event).await,
+                )
                 .await
             }
             Event::WebsocketMessage { socket, message } => {
                 if !self.store.data().sockets.is_open(socket) {
                     return Ok(());
                 }
-                let detail = format!("socket={socket}");
+                let detail = || format!("socket={socket}");
                 self.deliver(EventKind::WebSocketMessage, detail, async |guest, store| {
                     guest.call_websocket_message(store, socket, &message).await
                 })
@@ -331,11 +341,15 @@ impl Driver {
                     return Ok(());
                 }
                 let detail = format!("socket={socket} code={code}");
-                self.deliver(EventKind::WebSocketClosed, detail, async |guest, store| {
-                    guest
-                        .call_websocket_closed(store, socket, code, &reason)
-                        .await
-                })
+                self.deliver(
+                    EventKind::WebSocketClosed,
+                    move || detail,
+                    async |guest, store| {
+                        guest
+                            .call_websocket_closed(store, socket, code, &reason)
+                            .await
+                    },
+                )
                 .await
             }
             Event::CallConnected { call } => {
@@ -344,7 +358,7 @@ impl Driver {
                 }
                 self.deliver(
                     EventKind::CallConnected,
-                    format!("call={call}"),
+                    move || format!("call={call}"),
                     async |guest, store| guest.call_call_connected(store, call).await,
                 )
                 .await
@@ -355,7 +369,7 @@ impl Driver {
                 }
                 self.deliver(
                     EventKind::CallDisconnected,
-                    format!("call={call}"),
+                    move || format!("call={call}"),
                     async |guest, store| guest.call_call_disconnected(store, call).await,
                 )
                 .await
@@ -365,9 +379,11 @@ impl Driver {
                     return Ok(());
                 }
                 let detail = format!("call={call} code={code} {reason}");
-                self.deliver(EventKind::CallFailed, detail, async |guest, store| {
-                    guest.call_call_failed(store, call, code, &reason).await
-                })
+                self.deliver(
+                    EventKind::CallFailed,
+                    move || detail,
+                    async |guest, store| guest.call_call_failed(store, call, code, &reason).await,
+                )
                 .await
             }
             Event::CallMessageReceived { call, text } => {
@@ -377,7 +393,7 @@ impl Driver {
                 let detail = format!("call={call} ({} bytes)", text.len());
                 self.deliver(
                     EventKind::CallMessageReceived,
-                    detail,
+                    move || detail,
                     async |guest, store| guest.call_call_message_received(store, call, &text).await,
                 )
                 .await
@@ -387,9 +403,11 @@ impl Driver {
                     return Ok(());
                 }
                 let detail = format!("call={call} tone={tone}");
-                self.deliver(EventKind::CallToneReceived, detail, async |guest, store| {
-                    guest.call_call_tone_received(store, call, &tone).await
-                })
+                self.deliver(
+                    EventKind::CallToneReceived,
+                    move || detail,
+                    async |guest, store| guest.call_call_tone_received(store, call, &tone).await,
+                )
                 .await
             }
             Event::CallPlaybackFinished { call } => {
@@ -399,7 +417,7 @@ impl Driver {
                 let detail = format!("call={call}");
                 self.deliver(
                     EventKind::CallPlaybackFinished,
-                    detail,
+                    move || detail,
                     async |guest, store| guest.call_call_playback_finished(store, call).await,
                 )
                 .await
@@ -433,13 +451,16 @@ impl Driver {
     async fn deliver<R>(
         &mut self,
         kind: EventKind,
-        detail: String,
+        detail: impl FnOnce() -> String,
         handler: impl AsyncFnOnce(&Guest, &mut Store<SessionState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         *self.events.entry(kind.name()).or_default() += 1;
         if let Some(observer) = &self.observer {
             let name = kind.name();
-            let _ = observer.send(Notice::Event { name, detail });
+            let _ = observer.send(Notice::Event {
+                name,
+                detail: detail(),
+            });
         }
         self.store.data_mut().budget.reset();
         self.store.set_epoch_deadline(1);
@@ -450,10 +471,7 @@ impl Driver {
         metrics
             .handler_seconds
             .observe(began.elapsed().as_secs_f64());
-        metrics
-            .events_delivered
-            .get_or_create(&EventLabels { kind: kind.name() })
-            .inc();
+        metrics.delivered(kind);
         outcome.map_err(|error| Failure(self.classify(kind.handler(), error)))
     }
 

@@ -49,6 +49,26 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [EventKind; 16] = [
+        Self::Started,
+        Self::CallAlerting,
+        Self::HttpRequest,
+        Self::WebSocket,
+        Self::NewWebSocketFailed,
+        Self::Terminating,
+        Self::Terminated,
+        Self::TimerFired,
+        Self::CallConnected,
+        Self::CallDisconnected,
+        Self::CallFailed,
+        Self::CallMessageReceived,
+        Self::CallToneReceived,
+        Self::CallPlaybackFinished,
+        Self::WebSocketMessage,
+        Self::WebSocketClosed,
+    ];
+
     /// The event's name in notices and records (VoxEngine's, where it has one).
     pub fn name(self) -> &'static str {
         match self {
