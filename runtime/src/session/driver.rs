@@ -125,11 +125,9 @@ impl Driver {
         let _ = tokio::time::timeout(http_deadline, self.store.data().http.wait_idle()).await;
 
         self.store.data_mut().session.phase = Phase::Terminated;
-        self.deliver(
-            EventKind::Terminated,
-            String::new,
-            async |guest, store| guest.call_terminated(store).await,
-        )
+        self.deliver(EventKind::Terminated, String::new, async |guest, store| {
+            guest.call_terminated(store).await
+        })
         .await?;
         Ok(cause)
     }
