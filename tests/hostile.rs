@@ -221,3 +221,50 @@ async fn an_oversized_answer_is_refused_and_the_session_goes_on() {
     assert!(record.finish_reason.is_normal());
     assert_eq!(record.delivered("HttpRequest"), 2);
 }
+
+/// A session that ended, however it ended, gives back its memory and its
+/// slot before anyone hears it ended.
+#[tokio::test]
+async fn an_ended_session_gives_back_its_memory_and_its_slot() {
+    let runtime = sessionbox::Runtime::new(sessionbox::EngineConfig {
+        max_sessions: 2,
+        ..sessionbox::EngineConfig::default()
+    })
+    .unwrap();
+    let greedy = wat::scenario(
+        &[(
+            "http-request",
+            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+        )],
+        "",
+        "",
+    );
+    let greedy = runtime.load("greedy", &greedy, Limits::default()).unwrap();
+    let hello = load(&runtime, "hello", Limits::default());
+    let memory = || runtime.metrics().guest_memory_bytes.get();
+    assert_eq!(memory(), 0);
+
+    let mut a = start(&runtime, &greedy, "").await;
+    let mut b = start(&runtime, &hello, "").await;
+    assert!(memory() > 0, "live instances hold memory");
+    let full = runtime
+        .start(&hello, sessionbox::StartOptions::default())
+        .await;
+    assert!(matches!(
+        full,
+        Err(sessionbox::StartError::AtCapacity { max_sessions: 2 })
+    ));
+    let _ = a.session.http_request(request("GET", "/", "")).await;
+
+    assert!(!a.finished().await.finish_reason.is_normal());
+    // Its slot is free the moment its end is known.
+    let c = runtime
+        .start(&hello, sessionbox::StartOptions::default())
+        .await
+        .expect("the trapped session's slot is free");
+    b.session.terminate().unwrap();
+    c.terminate().unwrap();
+    b.finished().await;
+    c.finished().await.unwrap();
+    assert_eq!(memory(), 0, "every byte of guest memory was given back");
+}

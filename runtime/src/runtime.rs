@@ -263,11 +263,9 @@ impl Runtime {
             scenario.name.clone(),
             finished_tx,
             limits,
+            permit,
         );
-        tokio::spawn(async move {
-            driver.run(options.custom_data).await;
-            drop(permit);
-        });
+        tokio::spawn(driver.run(options.custom_data));
         Ok(SessionHandle::new(id, events, handle_log, finished))
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct Driver {
     started_at: SystemTime,
     finished: watch::Sender<Option<Arc<SessionRecord>>>,
     limits: Arc<Limits>,
+    /// The session's pool slot, held until its store is gone.
+    capacity: tokio::sync::OwnedSemaphorePermit,
     events: BTreeMap<&'static str, u64>,
     last_activity: Instant,
 }
@@ -62,6 +64,7 @@ impl Driver {
         scenario: String,
         finished: watch::Sender<Option<Arc<SessionRecord>>>,
         limits: Arc<Limits>,
+        capacity: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         Driver {
             store,
@@ -73,6 +76,7 @@ impl Driver {
             started_at: SystemTime::now(),
             finished,
             limits,
+            capacity,
             events: BTreeMap::new(),
             last_activity: Instant::now(),
         }
@@ -513,7 +517,7 @@ impl Driver {
             capabilities,
             log: state.log.take(),
         });
-        let metrics = &state.metrics;
+        let metrics = Arc::clone(&state.metrics);
         metrics.sessions_live.dec();
         metrics
             .sessions_finished
@@ -521,6 +525,10 @@ impl Driver {
                 reason: record.finish_reason.label(),
             })
             .inc();
+        // The instance, its memory and its pool slot are given back before
+        // anyone hears the session ended: a start that follows finds room.
+        drop(self.store);
+        drop(self.capacity);
         // The hook runs first: whoever waits on the handle wakes to a world
         // where the hook has done its part (e.g. handed the record to storage).
         if let Some(on_finish) = self.on_finish {
