@@ -28,6 +28,8 @@ fn config_text(dir: &Path) -> String {
 [server]
 database = "{db}"
 shutdown_deadline = 5000
+# The reload test calls the reload itself.
+watch_scenarios = 0
 
 [tenants.acme]
 api_keys = ["{ACME}"]
@@ -52,6 +54,10 @@ limits = {{ idle_timeout = 200 }}
 tenant = "globex"
 scenario = "{hello}"
 
+[apps.swap]
+tenant = "acme"
+scenario = "{swap}"
+
 [tenants.tiny]
 api_keys = ["{TINY}"]
 quota = {{ max_sessions = 1 }}
@@ -64,6 +70,7 @@ scenario = "{hello}"
         remote = guest_path("remote-control").display(),
         hello = guest_path("hello").display(),
         calls = guest_path("call-handler").display(),
+        swap = dir.join("swap.wasm").display(),
     )
 }
 
@@ -79,6 +86,7 @@ struct Running {
 
 async fn serve() -> Running {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest_path("remote-control"), dir.path().join("swap.wasm")).unwrap();
     let config = Config::parse(&config_text(dir.path())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -582,6 +590,10 @@ impl Drop for Process {
 }
 
 fn spawn_server(config: &Path, data_home: &Path) -> Process {
+    if !config.as_os_str().is_empty() {
+        let swap = config.parent().unwrap().join("swap.wasm");
+        std::fs::copy(guest_path("remote-control"), swap).unwrap();
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_sessionbox"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -760,4 +772,51 @@ async fn a_tenant_at_its_quota_gets_429_naming_it() {
         "{metrics}"
     );
     running.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_scenario_file_is_reloaded_if_it_validates() {
+    let running = serve().await;
+    let file = running._dir.path().join("swap.wasm");
+    let (_, old) = running.start("swap", ACME, json!({})).await;
+    let answer = |started: Value| {
+        let client = running.client.clone();
+        async move {
+            let url = format!("{}/status", str_of(&started, "access_url"));
+            client.get(url).send().await.unwrap().text().await.unwrap()
+        }
+    };
+    // Nothing changed yet.
+    assert!(running.server.reload_changed_scenarios().is_empty());
+
+    // A broken file is not taken.
+    std::fs::write(&file, b"not a component").unwrap();
+    touch_later(&file, 10);
+    assert!(running.server.reload_changed_scenarios().is_empty());
+    let (_, still) = running.start("swap", ACME, json!({})).await;
+    assert!(answer(still).await.starts_with("{\"custom_data\""));
+
+    // A valid one is, for new sessions only.
+    std::fs::copy(guest_path("hello"), &file).unwrap();
+    touch_later(&file, 20);
+    assert_eq!(running.server.reload_changed_scenarios(), ["swap"]);
+    let (_, new) = running.start("swap", ACME, json!({})).await;
+    assert_eq!(answer(new).await, "hello GET /status");
+    assert!(
+        answer(old).await.starts_with("{\"custom_data\""),
+        "live sessions keep theirs"
+    );
+    running.stop().await;
+}
+
+/// Sets a file's modification time `secs` into the future, so that a change
+/// is seen whatever the file system's timestamp resolution.
+fn touch_later(path: &Path, secs: u64) {
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
 }

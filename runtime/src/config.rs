@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Where compiled components are cached (default: the user cache dir).
     pub cache_dir: Option<PathBuf>,
+    /// How often (ms) apps' scenario files are checked for changes and
+    /// reloaded; 0 turns watching off.
+    pub watch_scenarios: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             max_sessions: 1_000,
             max_body_bytes: 1 << 20,
             cache_dir: None,
+            watch_scenarios: 2_000,
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct Server {
 struct App {
     tenant: String,
     scenario: Arc<Scenario>,
+    /// The file the scenario was loaded from and its modification time,
+    /// watched for changes (None for the bundled scenario).
+    file: Option<(PathBuf, Option<SystemTime>)>,
 }
 
 /// A session that is running. `handle` is None while it is being started.
@@ -91,12 +94,15 @@ impl Server {
         }
         let mut apps = BTreeMap::new();
         for (name, app) in &config.apps {
+            let file = (app.scenario.as_os_str() != BUNDLED)
+                .then(|| (app.scenario.clone(), modified(&app.scenario)));
             let scenario = load_app(&runtime, name, app)?;
             apps.insert(
                 name.clone(),
                 App {
                     tenant: app.tenant.clone(),
                     scenario,
+                    file,
                 },
             );
         }
@@ -175,6 +181,48 @@ impl Server {
             app.scenario = Arc::clone(&scenario);
         }
         Ok(scenario)
+    }
+
+    /// Reloads every app whose scenario file changed since it was loaded.
+    /// A file that does not validate leaves the app as it was (and is
+    /// reported); live sessions keep the version they started with.
+    /// Returns the apps reloaded.
+    pub fn reload_changed_scenarios(&self) -> Vec<String> {
+        let changed: Vec<(String, PathBuf, Option<SystemTime>)> = {
+            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            apps.iter()
+                .filter_map(|(name, app)| {
+                    let (path, loaded) = app.file.as_ref()?;
+                    let now = modified(path);
+                    (now != *loaded).then(|| (name.clone(), path.clone(), now))
+                })
+                .collect()
+        };
+        let mut reloaded = Vec::new();
+        for (name, path, now) in changed {
+            let outcome = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| self.replace_scenario(&name, &bytes));
+            match outcome {
+                Ok(scenario) => {
+                    tracing::info!(app = %name, sha256 = scenario.content_hash(), "scenario reloaded");
+                    reloaded.push(name.clone());
+                }
+                Err(e) => {
+                    tracing::error!(app = %name, "scenario file changed but is not valid, keeping the loaded one: {e:#}")
+                }
+            }
+            // Either way this version of the file has been seen.
+            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(App {
+                file: Some((_, seen)),
+                ..
+            }) = apps.get_mut(&name)
+            {
+                *seen = now;
+            }
+        }
+        reloaded
     }
 
     /// Starts a session of `app`; Started is its first event. The history
@@ -327,6 +375,10 @@ impl Server {
     }
 }
 
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 fn load_app(runtime: &Runtime, name: &str, app: &AppConfig) -> Result<Arc<Scenario>> {
     let bytes = if app.scenario.as_os_str() == BUNDLED {
         BUNDLED_SCENARIO.to_vec()
@@ -386,12 +438,32 @@ pub async fn serve(
 ) -> Result<()> {
     let draining = Arc::clone(&server);
     let app = router(Arc::clone(&server));
+    let watch_every = Duration::from_millis(server.settings.watch_scenarios);
+    let watcher = (!watch_every.is_zero()).then(|| {
+        let server = Arc::downgrade(&server);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(watch_every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                // Compiling a changed scenario can take seconds.
+                let reload = move || server.reload_changed_scenarios();
+                let _ = tokio::task::spawn_blocking(reload).await;
+            }
+        })
+    });
     let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: ending live sessions");
         draining.terminate_all();
     });
     serving.await?;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     server.shutdown().await;
     Ok(())
 }
