@@ -132,15 +132,7 @@ async fn a_looping_handler_yields_and_is_stopped_at_its_compute_limit() {
 #[tokio::test]
 async fn memory_past_the_limit_is_refused_and_the_trap_says_so() {
     let runtime = runtime();
-    // Grows by 1 MiB at a time until refused, then gives up.
-    let greedy = wat::scenario(
-        &[(
-            "http-request",
-            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
-        )],
-        "",
-        "",
-    );
+    let greedy = greedy();
     let limits = Limits {
         memory_bytes: 4 << 20,
         ..Limits::default()

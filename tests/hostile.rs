@@ -231,14 +231,7 @@ async fn an_ended_session_gives_back_its_memory_and_its_slot() {
         ..sessionbox::EngineConfig::default()
     })
     .unwrap();
-    let greedy = wat::scenario(
-        &[(
-            "http-request",
-            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
-        )],
-        "",
-        "",
-    );
+    let greedy = greedy();
     let greedy = runtime.load("greedy", &greedy, Limits::default()).unwrap();
     let hello = load(&runtime, "hello", Limits::default());
     let memory = || runtime.metrics().guest_memory_bytes.get();

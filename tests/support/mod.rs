@@ -164,5 +164,18 @@ pub fn quick_idle(ms: u64) -> Limits {
     }
 }
 
+/// A guest whose http-request handler grows memory 1 MiB at a time until
+/// growth is refused, then traps.
+pub fn greedy() -> Vec<u8> {
+    wat::scenario(
+        &[(
+            "http-request",
+            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+        )],
+        "",
+        "",
+    )
+}
+
 pub mod wat;
 pub mod webhook;
