@@ -192,3 +192,26 @@ async fn a_request_flood_stops_at_the_per_session_limit() {
         "{host:?}"
     );
 }
+
+#[tokio::test]
+async fn no_request_leaves_a_terminated_session() {
+    let runtime = runtime();
+    let (hook, mut received) = webhook::start().await;
+    let limits = Limits {
+        http_allow_private: true,
+        ..Limits::default()
+    };
+    let scenario = fetcher(&runtime, limits);
+    // The custom data is the URL the Terminated handler tries.
+    let mut watched = start(&runtime, &scenario, &hook).await;
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+    let log = lines(&record, LogSource::Scenario);
+    assert!(
+        log.iter().any(|l| l.starts_with("terminated fetch refused: ") && l.contains("HttpRequestDenied")),
+        "{log:?}"
+    );
+    assert!(received.try_recv().is_err(), "nothing reached the server");
+    assert_eq!(record.capabilities.refusals["http"]["terminated"], 1);
+    assert!(record.finish_reason.is_normal());
+}

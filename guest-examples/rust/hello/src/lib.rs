@@ -105,7 +105,10 @@ impl Scenario for Hello {
                 Message::Text(format!("echo: {text}"))
             }
             Message::Binary(bytes) => {
-                log(&format!("websocket-message {socket} binary={}", bytes.len()));
+                log(&format!(
+                    "websocket-message {socket} binary={}",
+                    bytes.len()
+                ));
                 Message::Binary(bytes.clone())
             }
         };

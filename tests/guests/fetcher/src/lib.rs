@@ -1,8 +1,12 @@
 //! fetcher: `GET /fetch?<url>` fetches `<url>` with outbound HTTP and answers
 //! `200 status <n> <body>`, or `502 <error>` when the fetch failed. For the
-//! outbound HTTP policy tests: what the guest can and cannot reach.
+//! outbound HTTP policy tests: what the guest can and cannot reach. In
+//! Terminated it tries to fetch its custom data (a URL), which the phase
+//! rule must refuse.
 
-use sessionbox_guest::{HttpRequestEvent, HttpResponse, Scenario, export_scenario, http, log};
+use sessionbox_guest::{
+    HttpRequestEvent, HttpResponse, Scenario, export_scenario, http, log, session,
+};
 
 #[derive(Default)]
 struct Fetcher;
@@ -21,6 +25,16 @@ impl Scenario for Fetcher {
             Err(error) => {
                 log(&format!("fetch {url} failed: {error}"));
                 HttpResponse::text(502, error)
+            }
+        }
+    }
+
+    fn terminated(&mut self) {
+        let url = session::custom_data();
+        if !url.is_empty() {
+            match http::get(&url) {
+                Ok(result) => log(&format!("terminated fetch answered {}", result.status)),
+                Err(error) => log(&format!("terminated fetch refused: {error}")),
             }
         }
     }
