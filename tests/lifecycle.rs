@@ -270,11 +270,7 @@ async fn farewell_makes_exactly_one_request_in_terminating() {
     let runtime = runtime();
     let (url, mut received) = webhook::start().await;
     // The webhook is on loopback, which apps reach only when allowed.
-    let limits = Limits {
-        http_allow_private: true,
-        ..Limits::default()
-    };
-    let scenario = load(&runtime, "farewell", limits);
+    let scenario = load(&runtime, "farewell", loopback_allowed());
     let mut watched = start(&runtime, &scenario, &url).await;
     let id = watched.session.id().to_owned();
     watched

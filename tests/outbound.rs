@@ -158,11 +158,7 @@ fn a_malformed_allowlist_is_refused_at_load() {
 async fn a_request_flood_stops_at_the_per_session_limit() {
     let runtime = runtime();
     let (hook, mut received) = webhook::start().await;
-    let limits = Limits {
-        http_allow_private: true,
-        ..Limits::default()
-    };
-    let scenario = fetcher(&runtime, limits);
+    let scenario = fetcher(&runtime, loopback_allowed());
     let mut watched = start(&runtime, &scenario, "").await;
     for n in 1..=36 {
         let (status, body) = fetch(&watched, &hook).await;
@@ -197,11 +193,7 @@ async fn a_request_flood_stops_at_the_per_session_limit() {
 async fn no_request_leaves_a_terminated_session() {
     let runtime = runtime();
     let (hook, mut received) = webhook::start().await;
-    let limits = Limits {
-        http_allow_private: true,
-        ..Limits::default()
-    };
-    let scenario = fetcher(&runtime, limits);
+    let scenario = fetcher(&runtime, loopback_allowed());
     // The custom data is the URL the Terminated handler tries.
     let mut watched = start(&runtime, &scenario, &hook).await;
     watched.session.terminate().unwrap();

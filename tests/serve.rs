@@ -696,7 +696,7 @@ fn the_printed_curl_tour_works() {
     let data_home = tempfile::tempdir().unwrap();
     let mut process = spawn_server(Path::new(""), data_home.path());
     let mut banner = String::new();
-    while !banner.contains("\"$L\"") {
+    while !banner.contains("\"$L?wait=true\"") {
         let read = process.stdout.read_line(&mut banner).unwrap();
         assert!(read > 0, "the banner ended early: {banner}");
     }

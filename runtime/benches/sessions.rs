@@ -152,6 +152,25 @@ fn echo_request() -> HttpRequestEvent {
     }
 }
 
+/// Runs `n` tasks made by `task`, at most `IN_FLIGHT` spawned and
+/// unfinished at once, and waits for all of them.
+async fn in_flight<F, Fut>(n: usize, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        if tasks.len() >= IN_FLIGHT {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+        tasks.spawn(task());
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
 /// Sessionbox, through `Runtime::start` and `SessionHandle`.
 struct Sessionbox {
     runtime: Runtime,
@@ -172,13 +191,9 @@ impl Sessionbox {
     }
 
     async fn lifecycles(self: Arc<Self>, n: usize) {
-        let mut tasks = JoinSet::new();
-        for _ in 0..n {
-            if tasks.len() >= IN_FLIGHT {
-                tasks.join_next().await.unwrap().unwrap();
-            }
+        in_flight(n, || {
             let this = Arc::clone(&self);
-            tasks.spawn(async move {
+            async move {
                 let options = StartOptions {
                     custom_data: CUSTOM_DATA.into(),
                     ..StartOptions::default()
@@ -188,11 +203,9 @@ impl Sessionbox {
                 let record = session.finished().await.unwrap();
                 assert!(record.finish_reason.is_normal());
                 assert_eq!(record.capabilities.uses["logger"], 3);
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
+            }
+        })
+        .await;
     }
 
     async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) {
@@ -299,13 +312,9 @@ impl Bare {
     }
 
     async fn lifecycles(self: Arc<Self>, n: usize) {
-        let mut tasks = JoinSet::new();
-        for _ in 0..n {
-            if tasks.len() >= IN_FLIGHT {
-                tasks.join_next().await.unwrap().unwrap();
-            }
+        in_flight(n, || {
             let this = Arc::clone(&self);
-            tasks.spawn(async move {
+            async move {
                 let (mut store, instance, log_lines) = this.open().await;
                 let events = instance.sessionbox_scenario_app_events();
                 let started = sessionbox::bindings::StartedEvent {
@@ -320,11 +329,9 @@ impl Bare {
                 store.set_epoch_deadline(DEADLINE_TICKS);
                 events.call_terminated(&mut store).await.unwrap();
                 assert_eq!(log_lines.load(Ordering::Relaxed), 3);
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
+            }
+        })
+        .await;
     }
 
     async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) {

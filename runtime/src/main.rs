@@ -84,43 +84,34 @@ fn main() -> ExitCode {
 }
 
 impl Cli {
-    fn runtime(&self) -> Result<Runtime> {
-        // One session at a time here: a small pool starts fast.
+    /// The runtime for one local session (run, check): a small pool starts
+    /// fast.
+    fn local_runtime(cache_dir: Option<PathBuf>, no_cache: bool) -> Result<Runtime> {
         let config = EngineConfig {
             max_sessions: 4,
             ..EngineConfig::default()
         };
         let runtime = Runtime::new(config)?;
-        if self.no_cache {
-            return Ok(runtime);
-        }
-        Ok(
-            match self
-                .cache_dir
-                .clone()
-                .or_else(sessionbox::cache::ComponentCache::default_dir)
-            {
-                Some(dir) => runtime.with_cache(dir),
-                None => runtime,
-            },
-        )
+        let dir = cache_dir.or_else(sessionbox::cache::ComponentCache::default_dir);
+        Ok(match dir {
+            Some(dir) if !no_cache => runtime.with_cache(dir),
+            _ => runtime,
+        })
     }
 
     async fn run(self) -> Result<ExitCode> {
-        if let Command::Serve { config, listen } = &self.command {
-            serve(
-                config.as_deref(),
-                *listen,
-                self.cache_dir.clone(),
-                self.no_cache,
-            )
-            .await?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        let runtime = self.runtime()?;
-        match self.command {
-            Command::Serve { .. } => unreachable!("handled above"),
+        let Cli {
+            cache_dir,
+            no_cache,
+            command,
+        } = self;
+        match command {
+            Command::Serve { config, listen } => {
+                serve(config.as_deref(), listen, cache_dir, no_cache).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Check { scenario } => {
+                let runtime = Self::local_runtime(cache_dir, no_cache)?;
                 let loaded = runtime.load_file(&scenario, Limits::default())?;
                 println!(
                     "ok: {} is a valid scenario (sha256 {})",
@@ -147,6 +138,7 @@ impl Cli {
                     http_allow_private: allow_private_http,
                     ..Limits::default()
                 };
+                let runtime = Self::local_runtime(cache_dir, no_cache)?;
                 let scenario = runtime.load_file(&scenario, limits)?;
                 run_session(&runtime, &scenario, custom_data, call, requests).await
             }
@@ -284,7 +276,7 @@ App "demo" runs the bundled remote-control scenario. Try it:
   curl -s -X POST -d 'new data' "$A/custom-data"; echo
   # end it (Terminating, Terminated) and read its log
   curl -s -X POST "$A/stop"; echo
-  sleep 1; curl -s -H 'Authorization: Bearer {key}' "$L"; echo
+  curl -s -H 'Authorization: Bearer {key}' "$L?wait=true"; echo
 "#
     );
 }

@@ -164,6 +164,14 @@ pub fn quick_idle(ms: u64) -> Limits {
     }
 }
 
+/// Limits that let outbound HTTP reach the tests' servers on loopback.
+pub fn loopback_allowed() -> Limits {
+    Limits {
+        http_allow_private: true,
+        ..Limits::default()
+    }
+}
+
 /// A guest whose http-request handler grows memory 1 MiB at a time until
 /// growth is refused, then traps.
 pub fn greedy() -> Vec<u8> {

@@ -224,12 +224,38 @@ async fn session(
 }
 
 /// `GET /v1/sessions/{id}/log`: the log so far (live) or in full (finished).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// Wait (up to `LOG_WAIT`) for a live session to finish, and answer
+    /// with its whole log: no polling, no sleeping.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// The longest `?wait=true` holds a request.
+const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn session_log(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(handle) = server.live_session(&tenant, &id) {
+        if query.wait
+            && tokio::time::timeout(LOG_WAIT, handle.finished())
+                .await
+                .is_ok()
+        {
+            // Finished: its record is on its way to the history.
+            let flush = Arc::clone(&server);
+            tokio::task::spawn_blocking(move || flush.flush_history())
+                .await
+                .map_err(ApiError::internal)?;
+            return stored_log(&server, &tenant, &id);
+        }
         let log = handle.log();
         return Ok(Json(json!({
             "session_id": id,
@@ -238,11 +264,15 @@ async fn session_log(
             "dropped_lines": log.dropped_lines,
         })));
     }
+    stored_log(&server, &tenant, &id)
+}
+
+fn stored_log(server: &Server, tenant: &str, id: &str) -> ApiResult<Json<Value>> {
     let stored = server
-        .session_of(&tenant, &id)
+        .session_of(tenant, id)
         .map_err(ApiError::internal)?
         .ok_or_else(no_session)?;
-    let lines = server.storage.log(&id).map_err(ApiError::internal)?;
+    let lines = server.storage.log(id).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "session_id": id,
         "state": stored.state,

@@ -58,7 +58,6 @@ struct App {
 /// A session that is running. `handle` is None while it is being started.
 struct Live {
     handle: Option<SessionHandle>,
-    tenant: String,
     /// The secret half of the session's access token.
     secret: String,
     /// Incoming WebSocket messages are cut off past this.
@@ -271,7 +270,6 @@ impl Server {
         // moment from here on.
         let starting = Live {
             handle: None,
-            tenant: app.tenant.clone(),
             secret: secret.clone(),
             websocket_message_bytes: app.scenario.limits().websocket_message_bytes,
             row: session.clone(),
@@ -317,7 +315,7 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         if let Some(session) = removed {
-            self.quotas.release(&session.tenant);
+            self.quotas.release(&session.row.tenant);
         }
     }
 
@@ -326,7 +324,9 @@ impl Server {
         {
             let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(session) = live.get(id) {
-                return Ok((session.tenant == tenant).then(|| StoredSession::live(&session.row)));
+                return Ok(
+                    (session.row.tenant == tenant).then(|| StoredSession::live(&session.row))
+                );
             }
         }
         Ok(self
@@ -339,7 +339,7 @@ impl Server {
     fn live_session(&self, tenant: &str, id: &str) -> Option<SessionHandle> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.get(id)
-            .filter(|session| session.tenant == tenant)
+            .filter(|session| session.row.tenant == tenant)
             .and_then(|session| session.handle.clone())
     }
 
