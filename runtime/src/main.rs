@@ -57,6 +57,10 @@ enum Command {
         /// on this machine, say); off, only public addresses are reachable.
         #[arg(long)]
         allow_private_http: bool,
+        /// The guest's linear memory limit, in MiB. JavaScript and Python
+        /// guests need more than the default.
+        #[arg(long, value_name = "MIB", default_value_t = Limits::default().memory_bytes >> 20)]
+        memory_mib: usize,
     },
     /// Checks that a component is a valid scenario, without running it.
     Check {
@@ -85,10 +89,15 @@ fn main() -> ExitCode {
 
 impl Cli {
     /// The runtime for one local session (run, check): a small pool starts
-    /// fast.
-    fn local_runtime(cache_dir: Option<PathBuf>, no_cache: bool) -> Result<Runtime> {
+    /// fast, its slots as large as the session's memory limit.
+    fn local_runtime(
+        cache_dir: Option<PathBuf>,
+        no_cache: bool,
+        limits: &Limits,
+    ) -> Result<Runtime> {
         let config = EngineConfig {
             max_sessions: 4,
+            max_memory_bytes: limits.memory_bytes,
             ..EngineConfig::default()
         };
         let runtime = Runtime::new(config)?;
@@ -111,8 +120,9 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Check { scenario } => {
-                let runtime = Self::local_runtime(cache_dir, no_cache)?;
-                let loaded = runtime.load_file(&scenario, Limits::default())?;
+                let limits = Limits::default();
+                let runtime = Self::local_runtime(cache_dir, no_cache, &limits)?;
+                let loaded = runtime.load_file(&scenario, limits)?;
                 println!(
                     "ok: {} is a valid scenario (sha256 {})",
                     scenario.display(),
@@ -127,6 +137,7 @@ impl Cli {
                 http,
                 idle_timeout,
                 allow_private_http,
+                memory_mib,
             } => {
                 let call = call.as_deref().map(parse_call).transpose()?;
                 let requests = http
@@ -136,9 +147,10 @@ impl Cli {
                 let limits = Limits {
                     idle_timeout: Duration::from_millis(idle_timeout),
                     http_allow_private: allow_private_http,
+                    memory_bytes: memory_mib << 20,
                     ..Limits::default()
                 };
-                let runtime = Self::local_runtime(cache_dir, no_cache)?;
+                let runtime = Self::local_runtime(cache_dir, no_cache, &limits)?;
                 let scenario = runtime.load_file(&scenario, limits)?;
                 run_session(&runtime, &scenario, custom_data, call, requests).await
             }

@@ -77,9 +77,17 @@ impl Server {
     /// (each validated; a bad one stops the start, naming it), the history.
     pub fn new(config: Config, public_url: String) -> Result<Arc<Server>> {
         let settings = config.server.clone();
+        // Pool slots as large as the largest memory limit of any app.
+        let defaults = EngineConfig::default();
+        let max_memory_bytes = config
+            .apps
+            .values()
+            .map(|app| app.limits.memory_bytes)
+            .fold(defaults.max_memory_bytes, usize::max);
         let engine = EngineConfig {
             max_sessions: settings.max_sessions,
-            ..EngineConfig::default()
+            max_memory_bytes,
+            ..defaults
         };
         let mut runtime = Runtime::new(engine)?;
         // An empty cache_dir turns the cache off.

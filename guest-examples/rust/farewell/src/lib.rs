@@ -1,13 +1,15 @@
 //! farewell: notifies a webhook when the session ends.
 //!
 //! The session's custom data is the webhook URL. In `terminating` a scenario
-//! may make exactly one outbound HTTP request: the first POST goes out, and
-//! the second shows what a refusal looks like (wasi:http's
-//! `HttpRequestDenied`). `POST /stop` on the access URL ends the session.
+//! may make exactly one outbound HTTP request and set no timers: the first
+//! POST goes out, while a timer and a second POST show what refusals look
+//! like (a `Refusal`, and wasi:http's `HttpRequestDenied`). `POST /stop` on
+//! the access URL ends the session.
 
 use serde_json::json;
 use sessionbox_guest::{
     HttpRequestEvent, HttpResponse, Scenario, StartedEvent, export_scenario, http, log, session,
+    timers,
 };
 
 #[derive(Default)]
@@ -32,6 +34,10 @@ impl Scenario for Farewell {
     }
 
     fn terminating(&mut self) {
+        // Timers ended with the running phase.
+        if let Err(refusal) = timers::set_timeout(1000) {
+            log(&format!("timer refused: {refusal}"));
+        }
         let body = json!({ "session": session::id(), "event": "terminating" }).to_string();
         match http::post(&self.webhook, "application/json", body.as_bytes()) {
             Ok(answer) => log(&format!("webhook answered {}", answer.status)),
