@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use sessionbox::log::{LogSource, MAX_REFUSAL_NOTES};
-use sessionbox::{FinishReason, Limits, Runtime, SessionError};
+use std::sync::Arc;
+
+use sessionbox::{FinishReason, IncomingCall, Limits, Runtime, SessionError};
 use support::*;
 
 const LOG: &str =
@@ -260,4 +262,99 @@ async fn an_ended_session_gives_back_its_memory_and_its_slot() {
     b.finished().await;
     c.finished().await.unwrap();
     assert_eq!(memory(), 0, "every byte of guest memory was given back");
+}
+
+/// A tenant's sessions share its memory quota: a greedy one stops at the
+/// quota, not at its own (larger) limit; one holding the quota keeps the
+/// next from starting; what an ended session held is given back.
+#[tokio::test]
+async fn a_tenants_sessions_share_its_memory_quota() {
+    let runtime = runtime();
+    let quota = sessionbox::SharedLimits::new(4 << 20, 100);
+    let tenant = || sessionbox::StartOptions {
+        shared: Some(Arc::clone(&quota)),
+        ..sessionbox::StartOptions::default()
+    };
+    let greedy = runtime
+        .load("greedy", &greedy(), Limits::default())
+        .unwrap();
+    // Grows to exactly 4 MiB (1 initial page + 63) and keeps it.
+    let hog = wat::scenario(
+        &[(
+            "http-request",
+            "(drop (memory.grow (i32.const 63))) (i32.const 1024)",
+        )],
+        "",
+        "",
+    );
+    let hog = runtime.load("hog", &hog, Limits::default()).unwrap();
+
+    let a = runtime.start(&greedy, tenant()).await.unwrap();
+    let _ = a.http_request(request("GET", "/", "")).await;
+    let record = a.finished().await.unwrap();
+    let FinishReason::Trapped { trap, .. } = &record.finish_reason else {
+        panic!("{:?}", record.finish_reason);
+    };
+    assert!(
+        trap.ends_with(
+            "(after growing memory was refused: the memory its tenant's sessions share is in use)"
+        ),
+        "{trap}"
+    );
+    assert_eq!(quota.memory_in_use(), 0, "given back");
+
+    let holder = runtime.start(&hog, tenant()).await.unwrap();
+    holder.http_request(request("GET", "/", "")).await.unwrap();
+    assert_eq!(quota.memory_in_use(), 4 << 20);
+    let refused = runtime.start(&hog, tenant()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(sessionbox::StartError::SharedMemoryFull { limit_bytes }) if limit_bytes == 4 << 20
+        ),
+        "{:?}",
+        refused.err()
+    );
+    bystander_is_fine(&runtime).await;
+
+    holder.terminate().unwrap();
+    holder.finished().await.unwrap();
+    let next = runtime.start(&hog, tenant()).await.expect("room again");
+    next.terminate().unwrap();
+    next.finished().await.unwrap();
+    assert_eq!(quota.memory_in_use(), 0);
+}
+
+/// A guest that keeps every call handle it is given cannot make the host
+/// hold more than the resource limit: the call that does not fit ends the
+/// session, naming the table, and everything it held is released.
+#[tokio::test]
+async fn leaked_call_handles_stop_at_the_resource_limit() {
+    let runtime = runtime();
+    let limits = Limits {
+        resources: 8,
+        ..Limits::default()
+    };
+    // hello keeps every call it is offered and never lets go.
+    let hello = load(&runtime, "hello", limits);
+    let mut watched = start(&runtime, &hello, "").await;
+    // One call more than the table holds; each one's far end gives up at
+    // once, but the scenario still holds its handle.
+    for _ in 0..9 {
+        if let Ok(call) = watched.session.incoming_call(IncomingCall::default()) {
+            let _ = watched
+                .session
+                .remote_failed(call, 487, "Request Terminated");
+        }
+    }
+    let record = watched.finished().await;
+    // The table holds a few WASI handles too.
+    assert!(record.delivered("CallAlerting") < 8);
+    let FinishReason::Trapped { event, trap } = &record.finish_reason else {
+        panic!("{:?}", record.finish_reason);
+    };
+    assert_eq!(*event, "host");
+    assert!(trap.starts_with("resource table: "), "{trap}");
+    assert_eq!(runtime.metrics().guest_memory_bytes.get(), 0);
+    bystander_is_fine(&runtime).await;
 }

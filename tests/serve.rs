@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 const ACME: &str = "acme-key-0001";
 const GLOBEX: &str = "globex-key-0002";
 const TINY: &str = "tiny-key-0003";
+const LEAN: &str = "lean-key-0004";
 
 fn config_text(dir: &Path) -> String {
     format!(
@@ -64,6 +65,14 @@ quota = {{ max_sessions = 1 }}
 
 [apps.tiny]
 tenant = "tiny"
+scenario = "{hello}"
+
+[tenants.lean]
+api_keys = ["{LEAN}"]
+quota = {{ memory_bytes = 65536 }}
+
+[apps.lean]
+tenant = "lean"
 scenario = "{hello}"
 "#,
         db = dir.join("history.db").display(),
@@ -770,6 +779,37 @@ async fn a_tenant_at_its_quota_gets_429_naming_it() {
         metrics
             .contains(r#"sessionbox_quota_refusals_total{tenant="tiny",quota="max_sessions"} 1"#),
         "{metrics}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_start_beyond_the_tenants_memory_quota_gets_429() {
+    let running = serve().await;
+    // hello's initial memory alone is more than this tenant's 64 KiB.
+    let (status, refused) = running.start("lean", LEAN, json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused["error"],
+        "tenant lean's sessions use its guest memory quota (64 KiB)"
+    );
+    let metrics = running
+        .client
+        .get(format!("{}/metrics", running.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"sessionbox_quota_refusals_total{tenant="lean",quota="memory_bytes"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sessionbox_sessions_live 0"),
+        "nothing left behind: {metrics}"
     );
     running.stop().await;
 }

@@ -93,6 +93,12 @@ pub struct TenantQuota {
     pub max_sessions: usize,
     /// Session starts per second (a burst of as many is allowed).
     pub starts_per_second: u32,
+    /// Guest linear memory of all the tenant's live sessions together, in
+    /// bytes.
+    pub memory_bytes: usize,
+    /// Outbound HTTP requests of all the tenant's sessions in flight at
+    /// once; more wait their turn.
+    pub http_concurrent: usize,
 }
 
 impl Default for TenantQuota {
@@ -100,6 +106,8 @@ impl Default for TenantQuota {
         TenantQuota {
             max_sessions: 500,
             starts_per_second: 100,
+            memory_bytes: 4 << 30,
+            http_concurrent: 100,
         }
     }
 }

@@ -42,6 +42,13 @@ const TABLES_PER_COMPONENT: u32 = 8;
 const CORE_INSTANCES_PER_SESSION: u32 = 8;
 const MEMORIES_PER_SESSION: u32 = 2;
 const TABLES_PER_SESSION: u32 = 4;
+/// The wasm stack a handler may use: deeper recursion traps with a stack
+/// overflow (ending the session). wasmtime's default, stated here because
+/// it is a limit.
+const WASM_STACK_BYTES: usize = 512 << 10;
+/// Each session's fiber stack: the wasm stack plus room for the host calls
+/// made from it.
+const FIBER_STACK_BYTES: usize = 2 << 20;
 
 pub fn build_engine(config: &EngineConfig) -> Result<Engine> {
     let sessions = config.max_sessions.max(1);
@@ -68,6 +75,8 @@ pub fn build_engine(config: &EngineConfig) -> Result<Engine> {
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
+        .max_wasm_stack(WASM_STACK_BYTES)
+        .async_stack_size(FIBER_STACK_BYTES)
         // Scenarios are p2 components: skip the per-store machinery of
         // component-model async, which also costs an error (and, with
         // RUST_BACKTRACE set, a backtrace) on every store drop.

@@ -31,6 +31,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod server;
 pub mod session;
+pub mod shared_limits;
 pub mod storage;
 pub mod telephony;
 
@@ -39,3 +40,4 @@ pub use limits::Limits;
 pub use runtime::{Runtime, StartError, StartOptions};
 pub use scenario::Scenario;
 pub use session::{FinishReason, IncomingCall, Notice, SessionError, SessionHandle, SessionRecord};
+pub use shared_limits::SharedLimits;

@@ -37,6 +37,8 @@ pub struct Limits {
     pub http_in_terminating: usize,
     /// Bytes of one outbound HTTP response body.
     pub http_response_bytes: usize,
+    /// Bytes of an outbound request's or response's header section.
+    pub http_header_bytes: usize,
     #[serde(with = "millis")]
     pub http_connect_timeout: Duration,
     #[serde(with = "millis")]
@@ -84,6 +86,7 @@ impl Default for Limits {
             http_per_session: 35,
             http_in_terminating: 1,
             http_response_bytes: 2 << 20,
+            http_header_bytes: 64 << 10,
             http_connect_timeout: Duration::from_secs(6),
             http_total_timeout: Duration::from_secs(90),
             calls_per_session: 50,

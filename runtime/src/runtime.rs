@@ -23,8 +23,9 @@ use crate::limits::Limits;
 use crate::log::SessionLog;
 use crate::metrics::Metrics;
 use crate::scenario::{Scenario, check_bytes, one_line, prelink};
-use crate::session::budget::{self, Budget};
+use crate::session::budget::{self, Budget, MemoryLimit};
 use crate::session::{Driver, EventSink, Observer, SessionHandle};
+use crate::shared_limits::SharedLimits;
 use crate::telephony::{InProcessTelephony, Telephony};
 
 pub struct Runtime {
@@ -56,6 +57,9 @@ pub struct StartOptions {
     /// Receives the record when the session finishes, before anyone waiting
     /// on [`SessionHandle::finished`] wakes.
     pub on_finish: Option<FinishHook>,
+    /// Limits this session shares with others (its tenant's), on top of its
+    /// own.
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 /// Why a session could not start.
@@ -72,6 +76,11 @@ pub enum StartError {
     /// The component failed while being instantiated (e.g. a trap in its
     /// start function, or initial memory above the limit).
     Instantiation(String),
+    /// The instance's initial memory does not fit in what is left of the
+    /// memory it shares with other sessions.
+    SharedMemoryFull {
+        limit_bytes: usize,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -84,6 +93,11 @@ impl fmt::Display for StartError {
                 write!(f, "custom data is limited to {limit} bytes (got {bytes})")
             }
             StartError::Instantiation(error) => write!(f, "instantiation failed: {error}"),
+            StartError::SharedMemoryFull { limit_bytes } => write!(
+                f,
+                "the guest memory shared with other sessions ({} KiB) is in use",
+                limit_bytes >> 10
+            ),
         }
     }
 }
@@ -229,12 +243,14 @@ impl Runtime {
                 Arc::clone(&scenario.http_rules),
                 log.clone(),
                 Arc::clone(&self.metrics),
+                options.shared.as_ref().map(|s| Arc::clone(s.http_turns())),
             ),
             wasi: WasiState::new(&log),
             budget: Budget::new(
                 limits.handler_compute,
                 self.config.epoch_tick,
                 limits.memory_bytes,
+                options.shared.clone(),
                 Arc::clone(&self.metrics),
             ),
             metrics: Arc::clone(&self.metrics),
@@ -245,11 +261,14 @@ impl Runtime {
         store.limiter(|state| &mut state.budget);
         store.epoch_deadline_callback(budget::on_epoch_tick);
         store.set_epoch_deadline(1);
-        let bindings = scenario
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| StartError::Instantiation(one_line(&e)))?;
+        let bindings = match scenario.pre.instantiate_async(&mut store).await {
+            Ok(bindings) => bindings,
+            Err(_) if store.data().budget.memory_refused == Some(MemoryLimit::Shared) => {
+                let limit_bytes = options.shared.as_ref().map_or(0, |s| s.memory_bytes());
+                return Err(StartError::SharedMemoryFull { limit_bytes });
+            }
+            Err(e) => return Err(StartError::Instantiation(one_line(&e))),
+        };
 
         self.metrics.sessions_started.inc();
         self.metrics.sessions_live.inc();

@@ -185,5 +185,6 @@ pub fn greedy() -> Vec<u8> {
     )
 }
 
+pub mod origin;
 pub mod wat;
 pub mod webhook;

@@ -85,6 +85,7 @@ pub(super) fn start_error(error: StartError) -> ApiError {
         StartError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
         StartError::CustomDataTooLong { .. } => StatusCode::BAD_REQUEST,
         StartError::Instantiation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StartError::SharedMemoryFull { .. } => StatusCode::TOO_MANY_REQUESTS,
     };
     ApiError::new(status, error.to_string())
 }

@@ -21,7 +21,7 @@ use crate::cache::{ComponentCache, content_hash};
 use crate::config::{AppConfig, BUNDLED, Config, ServerConfig, TenantConfig};
 use crate::engine::EngineConfig;
 use crate::metrics::QuotaLabels;
-use crate::runtime::{Runtime, StartOptions, new_session_id};
+use crate::runtime::{Runtime, StartError, StartOptions, new_session_id};
 use crate::scenario::Scenario;
 use crate::session::SessionHandle;
 use crate::storage::{NewSession, Storage, StoredSession};
@@ -242,15 +242,7 @@ impl Server {
         custom_data: String,
     ) -> Result<Started, ApiError> {
         if let Err(refused) = self.quotas.admit(&app.tenant) {
-            self.runtime
-                .metrics()
-                .quota_refusals
-                .get_or_create(&QuotaLabels {
-                    tenant: app.tenant.clone(),
-                    quota: refused.quota,
-                })
-                .inc();
-            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.reason));
+            return Err(self.quota_refusal(&app.tenant, refused.quota, refused.reason));
         }
         let id = new_session_id();
         let secret = random_hex();
@@ -292,6 +284,7 @@ impl Server {
             access_url: format!("{}/s/{id}{secret}", self.public_url),
             observer: None,
             on_finish: Some(on_finish),
+            shared: self.quotas.shared(&app.tenant),
         };
         let access_url = options.access_url.clone();
         let handle = match self.runtime.start(&app.scenario, options).await {
@@ -300,6 +293,14 @@ impl Server {
                 // Never ran: nothing to keep.
                 self.retire(&id);
                 self.storage.forget(&id);
+                if let StartError::SharedMemoryFull { limit_bytes } = error {
+                    let reason = format!(
+                        "tenant {}'s sessions use its guest memory quota ({} KiB)",
+                        app.tenant,
+                        limit_bytes >> 10
+                    );
+                    return Err(self.quota_refusal(&app.tenant, "memory_bytes", reason));
+                }
                 return Err(api::start_error(error));
             }
         };
@@ -313,6 +314,20 @@ impl Server {
             live.handle = Some(handle.clone());
         }
         Ok(Started { handle, access_url })
+    }
+
+    /// A start refused by one of `tenant`'s quotas: counted, and a 429 that
+    /// names it.
+    fn quota_refusal(&self, tenant: &str, quota: &'static str, reason: String) -> ApiError {
+        self.runtime
+            .metrics()
+            .quota_refusals
+            .get_or_create(&QuotaLabels {
+                tenant: tenant.to_owned(),
+                quota,
+            })
+            .inc();
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason)
     }
 
     /// Forgets a session that ended (or never started), once.

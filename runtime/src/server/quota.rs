@@ -1,13 +1,16 @@
 //! Per-tenant quotas, so that one tenant cannot take the node: sessions
 //! live at once, and session starts per second (a token bucket that allows
-//! a burst of one second's worth).
+//! a burst of one second's worth), checked here at start; guest memory and
+//! outbound HTTP concurrency, enforced by the runtime through the tenant's
+//! [`SharedLimits`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::TenantQuota;
+use crate::shared_limits::SharedLimits;
 
 pub struct Quotas(HashMap<String, Gate>);
 
@@ -15,6 +18,7 @@ struct Gate {
     quota: TenantQuota,
     live: AtomicUsize,
     bucket: Mutex<Bucket>,
+    shared: Arc<SharedLimits>,
 }
 
 struct Bucket {
@@ -35,6 +39,7 @@ impl Quotas {
                 .into_iter()
                 .map(|(tenant, quota)| {
                     let gate = Gate {
+                        shared: SharedLimits::new(quota.memory_bytes, quota.http_concurrent),
                         quota: quota.clone(),
                         live: AtomicUsize::new(0),
                         bucket: Mutex::new(Bucket {
@@ -84,6 +89,11 @@ impl Quotas {
         Ok(())
     }
 
+    /// The limits `tenant`'s sessions share while they run.
+    pub fn shared(&self, tenant: &str) -> Option<Arc<SharedLimits>> {
+        self.0.get(tenant).map(|gate| Arc::clone(&gate.shared))
+    }
+
     pub fn release(&self, tenant: &str) {
         if let Some(gate) = self.0.get(tenant) {
             gate.live.fetch_sub(1, Ordering::AcqRel);
@@ -101,6 +111,7 @@ mod tests {
         let quota = TenantQuota {
             max_sessions: 2,
             starts_per_second: 3,
+            ..TenantQuota::default()
         };
         let quotas = Quotas::new([(&tenant, &quota)]);
         assert!(quotas.admit("t").is_ok());

@@ -11,6 +11,7 @@ use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 
 use crate::capabilities::SessionState;
 use crate::metrics::Metrics;
+use crate::shared_limits::SharedLimits;
 
 pub(crate) struct Budget {
     /// Epoch ticks a handler may compute for.
@@ -18,12 +19,23 @@ pub(crate) struct Budget {
     /// Ticks seen while the current handler was computing.
     ticks_used: u64,
     memory_bytes: usize,
-    /// Linear memory the instance holds now, as reported to the metrics.
+    /// Linear memory the instance holds now, as reported to the metrics (and
+    /// taken from the shared limits, if any).
     memory_in_use: usize,
+    shared: Option<Arc<SharedLimits>>,
     metrics: Arc<Metrics>,
-    /// Set when a memory.grow past the limit was refused during the current
-    /// handler: a trap that follows is most likely its consequence.
-    pub memory_refused: bool,
+    /// Set when a memory.grow was refused during the current handler (or
+    /// instantiation): a trap that follows is most likely its consequence.
+    pub memory_refused: Option<MemoryLimit>,
+}
+
+/// Which limit refused a memory.grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryLimit {
+    /// The session's own (`Limits::memory_bytes`).
+    Session,
+    /// The limit shared with other sessions (the tenant's quota).
+    Shared,
 }
 
 impl Budget {
@@ -31,6 +43,7 @@ impl Budget {
         compute: Duration,
         tick: Duration,
         memory_bytes: usize,
+        shared: Option<Arc<SharedLimits>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Budget {
@@ -38,15 +51,16 @@ impl Budget {
             ticks_used: 0,
             memory_bytes,
             memory_in_use: 0,
+            shared,
             metrics,
-            memory_refused: false,
+            memory_refused: None,
         }
     }
 
     /// Starts a handler's budget afresh.
     pub fn reset(&mut self) {
         self.ticks_used = 0;
-        self.memory_refused = false;
+        self.memory_refused = None;
     }
 }
 
@@ -56,6 +70,9 @@ impl Drop for Budget {
         self.metrics
             .guest_memory_bytes
             .dec_by(self.memory_in_use as i64);
+        if let Some(shared) = &self.shared {
+            shared.release_memory(self.memory_in_use);
+        }
     }
 }
 
@@ -94,15 +111,20 @@ impl ResourceLimiter for Budget {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.memory_bytes;
-        if allowed {
-            let grown = desired.saturating_sub(current);
-            self.memory_in_use += grown;
-            self.metrics.guest_memory_bytes.inc_by(grown as i64);
-        } else {
-            self.memory_refused = true;
+        if desired > self.memory_bytes {
+            self.memory_refused = Some(MemoryLimit::Session);
+            return Ok(false);
         }
-        Ok(allowed)
+        let grown = desired.saturating_sub(current);
+        if let Some(shared) = &self.shared
+            && !shared.reserve_memory(grown)
+        {
+            self.memory_refused = Some(MemoryLimit::Shared);
+            return Ok(false);
+        }
+        self.memory_in_use += grown;
+        self.metrics.guest_memory_bytes.inc_by(grown as i64);
+        Ok(true)
     }
 
     fn table_growing(

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
-use super::budget::ComputeLimitExceeded;
+use super::budget::{ComputeLimitExceeded, MemoryLimit};
 use super::event::{Event, EventKind, TerminateCause};
 use super::record::{FinishReason, SessionRecord};
 use super::{Notice, Observer, SessionError};
@@ -489,11 +489,15 @@ impl Driver {
             Some(trap) => trap.to_string(),
             None => error.root_cause().to_string(),
         };
-        if self.store.data().budget.memory_refused {
-            trap.push_str(&format!(
+        match self.store.data().budget.memory_refused {
+            Some(MemoryLimit::Session) => trap.push_str(&format!(
                 " (after growing memory past the {} MiB limit was refused)",
                 self.limits.memory_bytes >> 20
-            ));
+            )),
+            Some(MemoryLimit::Shared) => trap.push_str(
+                " (after growing memory was refused: the memory its tenant's sessions share is in use)",
+            ),
+            None => {}
         }
         tracing::debug!(event, "scenario failed: {error:?}");
         FinishReason::Trapped { event, trap }

@@ -24,14 +24,24 @@ use wasi::http::types::{
 };
 use wasi::io::streams::StreamError;
 
-/// A response: its status and whole body.
+/// A response: its status, headers and whole body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResult {
     pub status: u16,
+    /// (name, value) pairs as received; names are lowercase.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl HttpResult {
+    /// The first value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -94,8 +104,18 @@ pub fn request(
     }
     let response = wait(&future)?;
     let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
     let body = read_body(&response)?;
-    Ok(HttpResult { status, body })
+    Ok(HttpResult {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Writes `bytes` and finishes the body.

@@ -4,9 +4,11 @@
 //!
 //! Phase rule: while running, up to `http_per_session` requests; in
 //! Terminating exactly `http_in_terminating` (one); in Terminated none. At
-//! most `http_concurrent` are in flight (more wait their turn), each under
-//! the connect and total timeouts, with the response body cut off at
-//! `http_response_bytes` as it streams. A refusal reaches the guest as the
+//! most `http_concurrent` are in flight (more wait their turn; a tenant's
+//! sessions may also share a limit, [`crate::SharedLimits`]), each under the
+//! connect timeout and a total timeout that covers the whole response body,
+//! with the body cut off at `http_response_bytes` as it streams. Header
+//! sections are limited to `http_header_bytes` both ways. A refusal reaches the guest as the
 //! standard `HttpRequestDenied` error code and is noted in the session log.
 //!
 //! Destinations are checked first ([`destination`]): the host must be on
@@ -19,12 +21,14 @@
 //! The session waits for requests in flight before delivering Terminated:
 //! [`HttpState::wait_idle`].
 
+mod deadline;
 pub mod destination;
 
 use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
     WasiHttpView,
@@ -48,11 +52,17 @@ impl HttpState {
         rules: Arc<[HostRule]>,
         log: SessionLog,
         metrics: Arc<Metrics>,
+        shared_turns: Option<Arc<Semaphore>>,
     ) -> Self {
+        let mut ctx = WasiHttpCtx::new();
+        // Headers the guest builds; wasmtime counts them in memory, which
+        // is somewhat more than their size on the wire.
+        ctx.set_field_size_limit(limits.http_header_bytes);
         HttpState {
-            ctx: WasiHttpCtx::new(),
+            ctx,
             policy: HttpPolicy {
                 concurrency: Arc::new(Semaphore::new(limits.http_concurrent)),
+                shared_turns,
                 limits,
                 log,
                 phase: Phase::Running,
@@ -108,6 +118,9 @@ struct HttpPolicy {
     metrics: Arc<Metrics>,
     rules: Arc<[HostRule]>,
     concurrency: Arc<Semaphore>,
+    /// Turns shared with other sessions (the tenant's), taken after the
+    /// session's own so one session's queue does not hold them.
+    shared_turns: Option<Arc<Semaphore>>,
     in_flight: Arc<watch::Sender<usize>>,
 }
 
@@ -196,6 +209,7 @@ impl WasiHttpHooks for HttpPolicy {
 
         let limits = Arc::clone(&self.limits);
         let concurrency = Arc::clone(&self.concurrency);
+        let shared_turns = self.shared_turns.clone();
         let in_flight = InFlight::start(&self.in_flight);
         let options = RequestOptions {
             connect_timeout: Some(shorter(
@@ -213,11 +227,14 @@ impl WasiHttpHooks for HttpPolicy {
         };
         Box::new(async move {
             let _in_flight = in_flight;
+            let deadline = Instant::now() + limits.http_total_timeout;
             let send = async {
-                let _turn = concurrency
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| HttpError::InternalError(Some("session ended".into())))?;
+                let ended = |_| HttpError::InternalError(Some("session ended".into()));
+                let turn = concurrency.acquire_owned().await.map_err(ended)?;
+                let shared_turn = match shared_turns {
+                    Some(turns) => Some(turns.acquire_owned().await.map_err(ended)?),
+                    None => None,
+                };
                 let addresses =
                     destination::resolve_public(&target.host, target.port, allow_private)
                         .await
@@ -230,8 +247,16 @@ impl WasiHttpHooks for HttpPolicy {
                 }
                 let (response, io) =
                     wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                let header_bytes = header_section_bytes(response.headers());
+                if header_bytes > limits.http_header_bytes {
+                    return Err(HttpError::HttpResponseHeaderSectionSize(Some(
+                        header_bytes as u32,
+                    )));
+                }
                 let max = limits.http_response_bytes;
                 let response = response.map(|body| {
+                    // The turns are held until the body is read or dropped.
+                    let body = deadline::Deadline::new(body, deadline, (turn, shared_turn));
                     Limited::new(body, max)
                         .map_err(move |e| match e.downcast::<HttpError>() {
                             Ok(inner) => *inner,
@@ -241,7 +266,7 @@ impl WasiHttpHooks for HttpPolicy {
                 });
                 Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
             };
-            tokio::time::timeout(limits.http_total_timeout, send)
+            tokio::time::timeout_at(deadline, send)
                 .await
                 .unwrap_or(Err(HttpError::HttpResponseTimeout))
         })
@@ -305,6 +330,14 @@ impl Refusal {
         });
         error
     }
+}
+
+/// The size of a header section as on the wire (`name: value\r\n`).
+fn header_section_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// The shorter of the guest's timeout, if it gave one, and the limit.
