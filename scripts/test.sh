@@ -18,7 +18,9 @@ if ! command -v curl >/dev/null; then
 fi
 
 step "guest components"
-guest-examples/rust/build.sh
+for language in rust c; do
+  guest-examples/$language/build.sh
+done
 
 step "format"
 cargo fmt --all -- --check

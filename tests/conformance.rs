@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use sessionbox::bindings::Message;
+use sessionbox::capabilities::websockets::SocketCommand;
 use sessionbox::log::LogSource;
 use sessionbox::session::TerminateCauseName;
 use sessionbox::{
@@ -44,6 +45,11 @@ languages! {
         hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
         call_handler_answers_plays_hangs_up, remote_control_answers_json,
         farewell_makes_one_request_in_terminating, second_load_does_not_compile,
+    ];
+    c: "c", 16 MiB, [
+        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
+        call_handler_answers_plays_hangs_up, remote_control_answers_json,
+        second_load_does_not_compile,
     ];
 }
 
@@ -254,14 +260,24 @@ async fn hello_sees_calls_and_websockets_in_order(language: &Language) {
             format!("call-failed {call} 487 Request Terminated"),
         ]
     );
-    // The sessions' sockets were closed when it began terminating.
-    for mut socket in sockets.into_iter().skip(1) {
+    let mut sockets = sockets.into_iter();
+    // The first socket got its messages echoed.
+    let mut echoed = sockets.next().unwrap();
+    let command = echoed.commands.recv().await;
+    assert!(
+        matches!(&command, Some(SocketCommand::Send(Message::Text(t))) if t == "echo: ping"),
+        "{command:?}"
+    );
+    let command = echoed.commands.recv().await;
+    assert!(
+        matches!(&command, Some(SocketCommand::Send(Message::Binary(b))) if b == &[1, 2, 3]),
+        "{command:?}"
+    );
+    // The session's other sockets were closed when it began terminating.
+    for mut socket in sockets {
         let command = socket.commands.recv().await;
         assert!(
-            matches!(
-                command,
-                Some(sessionbox::capabilities::websockets::SocketCommand::Close { code: 1001, .. })
-            ),
+            matches!(command, Some(SocketCommand::Close { code: 1001, .. })),
             "{command:?}"
         );
     }
