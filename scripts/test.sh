@@ -34,5 +34,6 @@ cargo test --locked
 # Keeps the benchmark working; a smoke run asserts nothing about speed.
 # (RUST_BACKTRACE makes wasmtime capture a backtrace per error it builds.)
 step "benchmark smoke run"
-env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench sessions -- --smoke
+scripts/bench.sh --smoke
 env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench fairness -- --smoke
+env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench languages -- --smoke

@@ -5,6 +5,8 @@
 //!
 //!   cargo bench --bench sessions            # full: median of 5 runs of >= 1 s
 //!   cargo bench --bench sessions -- --smoke # one short run each, no claims
+//!   cargo bench --bench sessions -- --sweep # also the scaling curves, as
+//!                                           # `csv,...` lines (docs/perf)
 //!
 //! Unset RUST_BACKTRACE when measuring (`env -u RUST_BACKTRACE cargo bench
 //! ...`): wasmtime captures a backtrace for every error it builds.
@@ -12,8 +14,8 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sessionbox::bindings::{Header, HttpRequestEvent, ScenarioPre};
@@ -28,6 +30,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
 const IN_FLIGHT: usize = 64;
 const MANY_SESSIONS: usize = 64;
+/// The scaling curves' x values: sessions in flight (W1), live (W2).
+const SWEEP: [usize; 5] = [1, 4, 16, 64, 256];
 const POOL: u32 = 1_024;
 
 struct Settings {
@@ -37,6 +41,7 @@ struct Settings {
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
+    let sweep = std::env::args().any(|a| a == "--sweep");
     let settings = if smoke {
         Settings {
             runs: 1,
@@ -53,10 +58,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    tokio.block_on(bench(settings, smoke));
+    tokio.block_on(bench(settings, smoke, sweep));
 }
 
-async fn bench(settings: Settings, smoke: bool) {
+async fn bench(settings: Settings, smoke: bool, sweep: bool) {
     let guest_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/bench-echo.wasm");
     let guest = std::fs::read(&guest_path).unwrap_or_else(|e| {
         panic!(
@@ -71,33 +76,60 @@ async fn bench(settings: Settings, smoke: bool) {
         "{:<34} {:>14} {:>14} {:>8}",
         "workload (median)", "sessionbox", "bare wasmtime", "ratio"
     );
-    let w1 = (
-        median(&settings, |n| {
-            let s = Arc::clone(&sessionbox);
-            per_second(n, async move { s.lifecycles(n).await })
-        })
-        .await,
-        median(&settings, |n| {
-            let b = Arc::clone(&bare);
-            per_second(n, async move { b.lifecycles(n).await })
-        })
-        .await,
-    );
-    report("W1 lifecycle, sessions/s", w1);
+    // Each W1 median also leaves the per-session latencies of its last run.
+    let w1 = |in_flight: usize| {
+        let (sessionbox, bare, settings) = (&sessionbox, &bare, &settings);
+        async move {
+            let s = median(settings, |n| {
+                let s = Arc::clone(sessionbox);
+                per_second(n, async move { s.lifecycles(n, in_flight).await })
+            })
+            .await;
+            let s_latency = last_latencies();
+            let b = median(settings, |n| {
+                let b = Arc::clone(bare);
+                per_second(n, async move { b.lifecycles(n, in_flight).await })
+            })
+            .await;
+            ((s, b), (s_latency, last_latencies()))
+        }
+    };
+    let w2 = |sessions: usize| {
+        let (sessionbox, bare, settings) = (&sessionbox, &bare, &settings);
+        async move {
+            (
+                median(settings, |n| {
+                    let s = Arc::clone(sessionbox);
+                    async move { (n, s.dispatch(sessions, n).await) }
+                })
+                .await,
+                median(settings, |n| {
+                    let b = Arc::clone(bare);
+                    async move { (n, b.dispatch(sessions, n).await) }
+                })
+                .await,
+            )
+        }
+    };
+    let (rates, (s_latency, b_latency)) = w1(IN_FLIGHT).await;
+    report("W1 lifecycle, sessions/s", rates);
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (s, b) = (percentile_us(&s_latency, p), percentile_us(&b_latency, p));
+        report(&format!("W1 latency {label}, µs"), (s, b));
+    }
     for sessions in [1, MANY_SESSIONS] {
-        let w2 = (
-            median(&settings, |n| {
-                let s = Arc::clone(&sessionbox);
-                per_second(n, async move { s.dispatch(sessions, n).await })
-            })
-            .await,
-            median(&settings, |n| {
-                let b = Arc::clone(&bare);
-                per_second(n, async move { b.dispatch(sessions, n).await })
-            })
-            .await,
-        );
-        report(&format!("W2 dispatch, {sessions} session(s), events/s"), w2);
+        let label = format!("W2 dispatch, {sessions} session(s), events/s");
+        report(&label, w2(sessions).await);
+    }
+    if sweep {
+        for x in SWEEP {
+            let ((s, b), _) = w1(x).await;
+            println!("csv,w1,{x},{s:.0},{b:.0}");
+        }
+        for x in SWEEP {
+            let (s, b) = w2(x).await;
+            println!("csv,w2,{x},{s:.0},{b:.0}");
+        }
     }
     if smoke {
         println!("(smoke run: one short run each; the figures are not measurements)");
@@ -152,23 +184,45 @@ fn echo_request() -> HttpRequestEvent {
     }
 }
 
-/// Runs `n` tasks made by `task`, at most `IN_FLIGHT` spawned and
-/// unfinished at once, and waits for all of them.
-async fn in_flight<F, Fut>(n: usize, mut task: F)
+/// The latency of each task of the last `in_flight` batch, measured inside
+/// the task from its first poll to its end: service time, not queueing.
+static LATENCIES: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
+fn last_latencies() -> Vec<Duration> {
+    let mut latencies = std::mem::take(&mut *LATENCIES.lock().unwrap());
+    latencies.sort();
+    latencies
+}
+
+fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(at).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Runs `n` tasks made by `task`, at most `limit` spawned and unfinished at
+/// once, and waits for all of them.
+async fn in_flight<F, Fut>(n: usize, limit: usize, mut task: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
+    let mut latencies = Vec::with_capacity(n);
+    let timed = |work: Fut| async move {
+        let start = Instant::now();
+        work.await;
+        start.elapsed()
+    };
     for _ in 0..n {
-        if tasks.len() >= IN_FLIGHT {
-            tasks.join_next().await.unwrap().unwrap();
+        if tasks.len() >= limit {
+            latencies.push(tasks.join_next().await.unwrap().unwrap());
         }
-        tasks.spawn(task());
+        tasks.spawn(timed(task()));
     }
     while let Some(done) = tasks.join_next().await {
-        done.unwrap();
+        latencies.push(done.unwrap());
     }
+    *LATENCIES.lock().unwrap() = latencies;
 }
 
 /// Sessionbox, through `Runtime::start` and `SessionHandle`.
@@ -190,8 +244,8 @@ impl Sessionbox {
         Sessionbox { runtime, scenario }
     }
 
-    async fn lifecycles(self: Arc<Self>, n: usize) {
-        in_flight(n, || {
+    async fn lifecycles(self: Arc<Self>, n: usize, limit: usize) {
+        in_flight(n, limit, || {
             let this = Arc::clone(&self);
             async move {
                 let options = StartOptions {
@@ -208,13 +262,16 @@ impl Sessionbox {
         .await;
     }
 
-    async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) {
+    /// Delivers `events` to `sessions` live sessions; returns how long the
+    /// events took (the sessions' start and end are not timed).
+    async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) -> Duration {
         let mut handles = Vec::new();
         for _ in 0..sessions {
             let options = StartOptions::default();
             handles.push(self.runtime.start(&self.scenario, options).await.unwrap());
         }
         let request = echo_request();
+        let start = Instant::now();
         let mut tasks = JoinSet::new();
         for (i, session) in handles.iter().cloned().enumerate() {
             let share = events / sessions + usize::from(i < events % sessions);
@@ -229,10 +286,12 @@ impl Sessionbox {
         while let Some(done) = tasks.join_next().await {
             done.unwrap();
         }
+        let elapsed = start.elapsed();
         for session in handles {
             session.terminate().unwrap();
             session.finished().await.unwrap();
         }
+        elapsed
     }
 }
 
@@ -311,8 +370,8 @@ impl Bare {
         (store, instance, log_lines)
     }
 
-    async fn lifecycles(self: Arc<Self>, n: usize) {
-        in_flight(n, || {
+    async fn lifecycles(self: Arc<Self>, n: usize, limit: usize) {
+        in_flight(n, limit, || {
             let this = Arc::clone(&self);
             async move {
                 let (mut store, instance, log_lines) = this.open().await;
@@ -334,15 +393,19 @@ impl Bare {
         .await;
     }
 
-    async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) {
+    /// As `Sessionbox::dispatch`: only the events are timed.
+    async fn dispatch(self: Arc<Self>, sessions: usize, events: usize) -> Duration {
         let request = echo_request();
         let mut tasks = JoinSet::new();
+        let opened = Arc::new(tokio::sync::Barrier::new(sessions + 1));
         for i in 0..sessions {
             let share = events / sessions + usize::from(i < events % sessions);
             let this = Arc::clone(&self);
             let request = request.clone();
+            let opened = Arc::clone(&opened);
             tasks.spawn(async move {
                 let (mut store, instance, _) = this.open().await;
+                opened.wait().await;
                 let app = instance.sessionbox_scenario_app_events();
                 for _ in 0..share {
                     store.set_epoch_deadline(DEADLINE_TICKS);
@@ -351,9 +414,12 @@ impl Bare {
                 }
             });
         }
+        opened.wait().await;
+        let start = Instant::now();
         while let Some(done) = tasks.join_next().await {
             done.unwrap();
         }
+        start.elapsed()
     }
 }
 

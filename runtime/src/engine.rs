@@ -49,6 +49,13 @@ const WASM_STACK_BYTES: usize = 512 << 10;
 /// Each session's fiber stack: the wasm stack plus room for the host calls
 /// made from it.
 const FIBER_STACK_BYTES: usize = 2 << 20;
+/// Address space the pool's memory slots may reserve. A slot of 4 GiB plus
+/// guard lets compiled code skip bounds checks, but 100,000 sessions' slots
+/// that size would not fit in the 128 TiB a process can address; past this
+/// budget, slots are only as large as the memory limit.
+const MEMORY_ADDRESS_BUDGET: u64 = 32 << 40;
+/// wasmtime's defaults on 64-bit hosts, with which this budget is reckoned.
+const LARGE_SLOT_BYTES: u64 = (4 << 30) + (32 << 20);
 
 pub fn build_engine(config: &EngineConfig) -> Result<Engine> {
     let sessions = config.max_sessions.max(1);
@@ -72,6 +79,14 @@ pub fn build_engine(config: &EngineConfig) -> Result<Engine> {
         .table_keep_resident(64 << 10);
 
     let mut wasm = Config::new();
+    let memory_slots = u64::from(sessions.saturating_mul(MEMORIES_PER_SESSION));
+    if memory_slots.saturating_mul(LARGE_SLOT_BYTES) > MEMORY_ADDRESS_BUDGET {
+        // Explicit bounds checks instead of guard regions: a little guest
+        // speed for density.
+        wasm.memory_reservation(config.max_memory_bytes as u64)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(0);
+    }
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)

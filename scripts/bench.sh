@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The performance command (README, "Performance"): W1-W4 through Sessionbox's
+# real paths, each beside its baseline measured in the same run, and the
+# scaling curves as CSV under docs/perf/ (plotted by docs/perf/plot.gp when
+# gnuplot is installed).
+#
+#   scripts/bench.sh          # full run (~5 min after the release build)
+#   scripts/bench.sh --smoke  # a short run of everything; asserts no timings
+#
+# - W1 lifecycle, W2 dispatch: cargo bench --bench sessions (beside a bare
+#   wasmtime embedding of the same guest, in the same process).
+# - W3 density: cargo bench --bench density (1k, 10k and 100k idle sessions;
+#   raises vm.max_map_count when run as root).
+# - W4 end to end: wrk with 64 connections against one session's access URL
+#   through `sessionbox serve`, and against a plain hyper server answering the
+#   same (examples/plain_echo.rs), one after the other.
+# - The JavaScript peer (Node.js, one vm context per session) for W1, when
+#   SESSIONBOX_NODE_PEER names its bench.mjs (the bench-baselines suite).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
+# wasmtime captures a backtrace for every error it builds when this is set.
+unset RUST_BACKTRACE
+
+smoke=()
+sweep=(--sweep)
+profile=(--release)
+bench_profile=()
+densities=(1000 10000 100000)
+duration=10s
+if [ "${1:-}" = "--smoke" ]; then
+  smoke=(--smoke)
+  sweep=()
+  profile=()
+  bench_profile=(--profile dev)
+  densities=()
+  duration=1s
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+# A smoke run's figures are no measurements: they stay out of docs/.
+out=docs/perf
+[ ${#smoke[@]} -eq 0 ] || out=$work
+mkdir -p "$out"
+
+step() { echo "== $*" >&2; }
+
+[ -f target/guests/bench-echo.wasm ] || guest-examples/rust/build.sh
+if ! command -v wrk >/dev/null; then
+  step "installing wrk"
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi
+fi
+
+# Runs a bench, shows its output, and keeps its `csv,` lines.
+bench() {
+  cargo bench --locked "${bench_profile[@]}" --bench "$@" >"$work/bench.out"
+  grep -v '^csv,' "$work/bench.out"
+  sed -n 's/^csv,//p' "$work/bench.out" >"$work/bench.csv"
+}
+
+step "W1 lifecycle, W2 dispatch"
+bench sessions -- "${smoke[@]}" "${sweep[@]}"
+{ echo "in_flight,sessionbox_per_s,bare_per_s"; sed -n 's/^w1,//p' "$work/bench.csv"; } >"$out/w1-scaling.csv"
+{ echo "live_sessions,sessionbox_per_s,bare_per_s"; sed -n 's/^w2,//p' "$work/bench.csv"; } >"$out/w2-scaling.csv"
+
+if [ -n "${SESSIONBOX_NODE_PEER:-}" ] && [ ${#smoke[@]} -eq 0 ]; then
+  step "W1 on the Node.js vm-context peer"
+  for threads in 1 2; do
+    node "$SESSIONBOX_NODE_PEER" w1 --threads "$threads" |
+      sed -n 's/.*"threads":\([0-9]*\).*"sessions_per_s":\([0-9]*\).*/node vm peer, \1 thread(s): W1 \2 sessions\/s/p'
+  done
+fi
+
+step "W3 density"
+if [ ${#densities[@]} -gt 0 ] && [ "$(cat /proc/sys/vm/max_map_count)" -lt 1048576 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    sysctl -w vm.max_map_count=1048576
+  else
+    echo "vm.max_map_count is low: 100,000 sessions need 'sysctl -w vm.max_map_count=1048576'" >&2
+  fi
+fi
+bench density -- "${smoke[@]}" "${densities[@]}"
+{ echo "sessions,rss_kib_per_session,pte_kib_per_session,opened_per_s,maps"; cat "$work/bench.csv"; } >"$out/w3-density.csv"
+
+step "W4 end to end (wrk, 64 connections, $duration)"
+cargo build --locked "${profile[@]}" --bin sessionbox --example plain_echo
+if [ ${#smoke[@]} -eq 0 ]; then bin=$CARGO_TARGET_DIR/release; else bin=$CARGO_TARGET_DIR/debug; fi
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+
+serve_port=$(port)
+cat >"$work/sessionbox.toml" <<TOML
+[server]
+listen = "127.0.0.1:$serve_port"
+database = "$work/history.db"
+[tenants.bench]
+api_keys = ["bench-key"]
+[apps.echo]
+tenant = "bench"
+scenario = "$PWD/target/guests/bench-echo.wasm"
+limits = { idle_timeout = 600000 }
+TOML
+"$bin/sessionbox" serve --config "$work/sessionbox.toml" >"$work/serve.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$serve_port/metrics"
+session=$(curl -s -X POST -H 'Authorization: Bearer bench-key' \
+  -d '{"custom_data":"custom-data-of-32-bytes-xxxxxxx"}' \
+  "http://127.0.0.1:$serve_port/v1/apps/echo/sessions")
+access=$(echo "$session" | sed -E 's/.*"access_url":"([^"]+)".*/\1/')
+
+plain_port=$(port)
+"$bin/examples/plain_echo" "127.0.0.1:$plain_port" 2>/dev/null &
+pids+=($!)
+wait_for "http://127.0.0.1:$plain_port/"
+
+# The W2 request: GET /api/v1/echo, X-Tenant and X-Trace, a 64-byte body.
+cat >"$work/echo.lua" <<'LUA'
+wrk.method = "GET"
+wrk.headers["X-Tenant"] = "t1"
+wrk.headers["X-Trace"] = "abc"
+wrk.body = string.rep("x", 64)
+done = function(summary, latency, requests)
+  io.write(string.format("result %.0f %.0f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout, summary.requests))
+end
+LUA
+measure() {
+  wrk -t2 -c64 -d"$duration" --latency -s "$work/echo.lua" "$1" | tee "$work/wrk.out" >&2
+  sed -n 's/^result //p' "$work/wrk.out"
+}
+read -r s_rps s_p99 s_errors s_requests < <(measure "$access/api/v1/echo")
+read -r p_rps p_p99 p_errors p_requests < <(measure "http://127.0.0.1:$plain_port/api/v1/echo")
+delivered=$(curl -s "http://127.0.0.1:$serve_port/metrics" | sed -n 's/^sessionbox_events_delivered_total{kind="HttpRequest"} //p')
+printf '%-28s %12s %10s %8s\n' "W4 (wrk -c64)" "req/s" "p99 µs" "errors"
+printf '%-28s %12.0f %10.0f %8d\n' "sessionbox access URL" "$s_rps" "$s_p99" "$s_errors"
+printf '%-28s %12.0f %10.0f %8d\n' "plain hyper echo" "$p_rps" "$p_p99" "$p_errors"
+awk -v s="$s_rps" -v p="$p_rps" 'BEGIN { printf "ratio (sessionbox / plain): %.2fx\n", s / p }'
+echo "HttpRequest events delivered to the session: ${delivered:-?} (wrk counted $s_requests)"
+echo "server,requests_per_s,p99_us,errors" >"$out/w4-end-to-end.csv"
+echo "sessionbox,$s_rps,$s_p99,$s_errors" >>"$out/w4-end-to-end.csv"
+echo "plain-hyper,$p_rps,$p_p99,$p_errors" >>"$out/w4-end-to-end.csv"
+[ "$s_errors" -eq 0 ] && [ "$p_errors" -eq 0 ] || { echo "wrk saw errors" >&2; exit 1; }
+if [ ${#smoke[@]} -eq 0 ] && command -v gnuplot >/dev/null; then
+  gnuplot docs/perf/plot.gp && echo "plotted docs/perf/scaling.png"
+fi
+[ ${#smoke[@]} -eq 0 ] || echo "(smoke run: the figures are not measurements)"
