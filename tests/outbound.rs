@@ -195,8 +195,7 @@ async fn no_request_leaves_a_terminated_session() {
     let runtime = runtime();
     let (hook, mut received) = webhook::start().await;
     let scenario = fetcher(&runtime, loopback_allowed());
-    // The custom data is the URL the Terminated handler tries.
-    let mut watched = start(&runtime, &scenario, &hook).await;
+    let mut watched = start(&runtime, &scenario, &format!("terminated {hook}")).await;
     watched.session.terminate().unwrap();
     let record = watched.finished().await;
     let log = lines(&record, LogSource::Scenario);
@@ -207,6 +206,28 @@ async fn no_request_leaves_a_terminated_session() {
     assert!(received.try_recv().is_err(), "nothing reached the server");
     assert_eq!(record.capabilities.refusals["http"]["terminated"], 1);
     assert!(record.finish_reason.is_normal());
+}
+
+/// A request refused for its destination never left, so it does not use up
+/// the one request Terminating allows.
+#[tokio::test]
+async fn a_request_refused_for_its_destination_leaves_terminatings_one() {
+    let runtime = runtime();
+    let (hook, mut received) = webhook::start().await;
+    let scenario = fetcher(&runtime, loopback_allowed());
+    let plan = format!("terminating http://no-such-host.invalid/ terminating {hook}");
+    let mut watched = start(&runtime, &scenario, &plan).await;
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+    let log = lines(&record, LogSource::Scenario);
+    assert!(
+        log[0].starts_with("terminating fetch refused: ") && log[0].contains("DestinationNotFound"),
+        "{log:?}"
+    );
+    assert_eq!(log[1], "terminating fetch answered 200");
+    assert!(received.recv().await.is_some(), "the one request went out");
+    assert_eq!(record.capabilities.uses["http"], 1);
+    assert_eq!(record.capabilities.refusals["http"]["terminating"], 1);
 }
 
 /// A full answer from `origin`.

@@ -24,6 +24,7 @@
 mod deadline;
 pub mod destination;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Limited};
@@ -66,8 +67,8 @@ impl HttpState {
                 limits,
                 log,
                 phase: Phase::Running,
-                sent_running: 0,
-                sent_terminating: 0,
+                sent_running: Arc::default(),
+                sent_terminating: Arc::default(),
                 meter: Arc::default(),
                 metrics,
                 rules,
@@ -110,8 +111,10 @@ struct HttpPolicy {
     limits: Arc<Limits>,
     log: SessionLog,
     phase: Phase,
-    sent_running: usize,
-    sent_terminating: usize,
+    /// Requests sent in each phase; shared with the requests' futures,
+    /// which give back a request refused for its address before it left.
+    sent_running: Arc<AtomicUsize>,
+    sent_terminating: Arc<AtomicUsize>,
     /// Shared with requests in flight, which may be refused after the hook
     /// returned (an address found internal on resolution).
     meter: Arc<Mutex<Meter>>,
@@ -125,17 +128,14 @@ struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    /// The phase rule, counting the request when it is allowed.
-    fn admit(&mut self) -> Result<(), String> {
+    /// The phase rule, counting the request when it is allowed; returns the
+    /// count it was taken from.
+    fn admit(&mut self) -> Result<Arc<AtomicUsize>, String> {
         let limits = &self.limits;
         let (sent, limit, what) = match self.phase {
-            Phase::Running => (
-                &mut self.sent_running,
-                limits.http_per_session,
-                "per session",
-            ),
+            Phase::Running => (&self.sent_running, limits.http_per_session, "per session"),
             Phase::Terminating => (
-                &mut self.sent_terminating,
+                &self.sent_terminating,
                 limits.http_in_terminating,
                 "in terminating",
             ),
@@ -143,14 +143,16 @@ impl HttpPolicy {
                 return Err("only the logger works once the session is terminated".into());
             }
         };
-        if *sent >= limit {
+        // Only the session's own task admits requests: no race between the
+        // load and the store.
+        if sent.load(Ordering::Acquire) >= limit {
             return Err(format!(
                 "{limit} outbound request{} {what} is the limit",
                 if limit == 1 { "" } else { "s" }
             ));
         }
-        *sent += 1;
-        Ok(())
+        sent.fetch_add(1, Ordering::AcqRel);
+        Ok(Arc::clone(sent))
     }
 }
 
@@ -174,7 +176,7 @@ impl WasiHttpHooks for HttpPolicy {
         _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let what = format!("{} {}", request.method(), request.uri());
-        let refusal = Refusal {
+        let ledger = Ledger {
             meter: Arc::clone(&self.meter),
             metrics: Arc::clone(&self.metrics),
             log: self.log.clone(),
@@ -182,7 +184,7 @@ impl WasiHttpHooks for HttpPolicy {
             what,
         };
         let Some(target) = Target::of(request.uri()) else {
-            let error = refusal.refuse(
+            let error = ledger.refuse(
                 "the URL has no host".into(),
                 HttpError::HttpRequestUriInvalid,
             );
@@ -193,18 +195,16 @@ impl WasiHttpHooks for HttpPolicy {
                 "{} is not on the app's outbound HTTP allowlist",
                 target.host
             );
-            let error = refusal.refuse(reason, HttpError::HttpRequestDenied);
+            let error = ledger.refuse(reason, HttpError::HttpRequestDenied);
             return Box::new(async move { Err(error) });
         }
-        if let Err(reason) = self.admit() {
-            let error = refusal.refuse(reason, HttpError::HttpRequestDenied);
-            return Box::new(async move { Err(error) });
-        }
-        self.meter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .count_use(Capability::Http);
-        self.metrics.http_requests.inc();
+        let admitted = match self.admit() {
+            Ok(count) => count,
+            Err(reason) => {
+                let error = ledger.refuse(reason, HttpError::HttpRequestDenied);
+                return Box::new(async move { Err(error) });
+            }
+        };
         let allow_private = self.limits.http_allow_private;
 
         let limits = Arc::clone(&self.limits);
@@ -238,7 +238,13 @@ impl WasiHttpHooks for HttpPolicy {
                 let addresses =
                     destination::resolve_public(&target.host, target.port, allow_private)
                         .await
-                        .map_err(|(error, reason)| refusal.refuse(reason, error))?;
+                        .map_err(|(error, reason)| {
+                            // Never sent: it does not use up the phase's
+                            // requests (Terminating's one, say).
+                            admitted.fetch_sub(1, Ordering::AcqRel);
+                            ledger.refuse(reason, error)
+                        })?;
+                ledger.count_use();
                 let mut request = request;
                 if target.scheme == "http" {
                     // Connect to the address just checked (the Host header
@@ -304,9 +310,10 @@ fn pin_authority(request: &mut http::Request<WasiBody>, address: std::net::Socke
     }
 }
 
-/// Refuses a request: counted, traced in metrics, noted in the session log
-/// for the author. Usable from the request's future, after the hook returned.
-struct Refusal {
+/// Where a request's outcome is counted: a use once it passed every check,
+/// or a refusal (also traced in metrics and noted in the session log for the
+/// author). Usable from the request's future, after the hook returned.
+struct Ledger {
     meter: Arc<Mutex<Meter>>,
     metrics: Arc<Metrics>,
     log: SessionLog,
@@ -314,7 +321,16 @@ struct Refusal {
     what: String,
 }
 
-impl Refusal {
+impl Ledger {
+    /// Counts the request as sent (it passed every check).
+    fn count_use(&self) {
+        self.meter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count_use(Capability::Http);
+        self.metrics.http_requests.inc();
+    }
+
     fn refuse(&self, reason: String, error: HttpError) -> HttpError {
         self.meter
             .lock()

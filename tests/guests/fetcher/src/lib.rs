@@ -5,8 +5,10 @@
 //! - It follows redirects as an HTTP library would (up to 5 hops), each hop
 //!   a new request that the host checks anew, and logs each one.
 //! - A request header `x-pad: <n>` makes it send a header of `n` bytes.
-//! - In Terminated it tries to fetch its custom data (a URL), which the
-//!   phase rule must refuse.
+//! - Its custom data lists fetches for the last two events, as pairs
+//!   `terminating <url>` and `terminated <url>` separated by spaces; each
+//!   logs `<event> fetch answered <status>` or `<event> fetch refused:
+//!   <error>`.
 
 use sessionbox_guest::{
     HttpRequestEvent, HttpResponse, Scenario, export_scenario, http, log, session,
@@ -45,12 +47,26 @@ impl Scenario for Fetcher {
         }
     }
 
+    fn terminating(&mut self) {
+        fetch_planned("terminating");
+    }
+
     fn terminated(&mut self) {
-        let url = session::custom_data();
-        if !url.is_empty() {
-            match http::get(&url) {
-                Ok(result) => log(&format!("terminated fetch answered {}", result.status)),
-                Err(error) => log(&format!("terminated fetch refused: {error}")),
+        fetch_planned("terminated");
+    }
+}
+
+/// The fetches the custom data plans for `event`.
+fn fetch_planned(event: &str) {
+    let plan = session::custom_data();
+    let words: Vec<&str> = plan.split_whitespace().collect();
+    for pair in words.chunks(2) {
+        if let [when, url] = pair
+            && *when == event
+        {
+            match http::get(url) {
+                Ok(result) => log(&format!("{event} fetch answered {}", result.status)),
+                Err(error) => log(&format!("{event} fetch refused: {error}")),
             }
         }
     }
