@@ -207,7 +207,7 @@ impl Driver {
         let limit = self.limits.unanswered_call;
         self.store.data_mut().calls.drop_unanswered(call);
         self.store.data_mut().calls.on_ended(call, true);
-        let reason = format!("not answered within {} s", limit.as_secs());
+        let reason = format!("not answered within {} ms", limit.as_millis());
         self.deliver(
             EventKind::CallFailed,
             || format!("call={call} code=408 {reason}"),

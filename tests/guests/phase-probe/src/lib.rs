@@ -7,15 +7,22 @@
 //! - terminating and terminated: logs the phase, then tries set-timeout,
 //!   set-interval, clear, set-custom-data and terminate, logging each as
 //!   `<what>: ok` or `<what>: <refusal>`.
+//! - For the size and rate limits: `/interval?<ms>` sets an interval of that
+//!   period; calls are answered, and a message received on one is sent back
+//!   on it, prefixed
+//!   `echo: `; both report as above.
+
+use std::collections::HashMap;
 
 use sessionbox_guest::{
-    HttpRequestEvent, HttpResponse, Refusal, Scenario, StartedEvent, TimerId, export_scenario, log,
-    session, timers,
+    Call, CallAlertingEvent, CallId, HttpRequestEvent, HttpResponse, Refusal, Scenario,
+    StartedEvent, TimerId, export_scenario, log, session, timers,
 };
 
 #[derive(Default)]
 struct PhaseProbe {
     interval: Option<TimerId>,
+    calls: HashMap<CallId, Call>,
 }
 
 fn report<T>(what: &str, result: Result<T, Refusal>) {
@@ -57,7 +64,23 @@ impl Scenario for PhaseProbe {
         log(&format!("timer-fired {id}"));
     }
 
+    fn call_alerting(&mut self, event: CallAlertingEvent) {
+        report("answer", event.call.answer());
+        self.calls.insert(event.call.id(), event.call);
+    }
+
+    fn call_message_received(&mut self, call: CallId, text: String) {
+        if let Some(call) = self.calls.get(&call) {
+            report("send-message", call.send_message(&format!("echo: {text}")));
+        }
+    }
+
     fn http_request(&mut self, request: HttpRequestEvent) -> HttpResponse {
+        if let Some(period) = request.path.strip_prefix("/interval?") {
+            let period = period.parse().unwrap_or(0);
+            report(&format!("set-interval {period}"), timers::set_interval(period));
+            return HttpResponse::empty(200);
+        }
         if request.path != "/terminate" {
             return HttpResponse::empty(404);
         }
