@@ -358,3 +358,32 @@ async fn leaked_call_handles_stop_at_the_resource_limit() {
     assert_eq!(runtime.metrics().guest_memory_bytes.get(), 0);
     bystander_is_fine(&runtime).await;
 }
+
+/// The same for sockets: hello keeps every socket, even those the client
+/// closed, so opening and closing sockets in turn fills the table.
+#[tokio::test]
+async fn leaked_socket_handles_stop_at_the_resource_limit() {
+    let runtime = runtime();
+    let limits = Limits {
+        resources: 8,
+        ..Limits::default()
+    };
+    let hello = load(&runtime, "hello", limits);
+    let mut watched = start(&runtime, &hello, "").await;
+    for _ in 0..9 {
+        let Ok(socket) = watched.session.open_websocket("/ws".into(), vec![]).await else {
+            break;
+        };
+        let _ = watched
+            .session
+            .websocket_closed(socket.id, 1000, "bye".into());
+    }
+    let record = watched.finished().await;
+    let FinishReason::Trapped { event, trap } = &record.finish_reason else {
+        panic!("{:?}", record.finish_reason);
+    };
+    assert_eq!(*event, "host");
+    assert!(trap.starts_with("resource table: "), "{trap}");
+    assert_eq!(runtime.metrics().guest_memory_bytes.get(), 0);
+    bystander_is_fine(&runtime).await;
+}
