@@ -18,7 +18,7 @@ if ! command -v curl >/dev/null; then
 fi
 
 step "guest components"
-for language in rust c; do
+for language in rust c js python; do
   guest-examples/$language/build.sh
 done
 

@@ -46,6 +46,16 @@ languages! {
         call_handler_answers_plays_hangs_up, remote_control_answers_json,
         farewell_makes_one_request_in_terminating, second_load_does_not_compile,
     ];
+    js: "js", 16 MiB, [
+        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
+        call_handler_answers_plays_hangs_up, remote_control_answers_json,
+        farewell_makes_one_request_in_terminating, second_load_does_not_compile,
+    ];
+    python: "python", 32 MiB, [
+        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
+        call_handler_answers_plays_hangs_up, remote_control_answers_json,
+        farewell_makes_one_request_in_terminating, second_load_does_not_compile,
+    ];
     c: "c", 16 MiB, [
         hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
         call_handler_answers_plays_hangs_up, remote_control_answers_json,
@@ -61,7 +71,7 @@ struct Language {
 }
 
 /// The largest `memory_mib` above: the shared runtime's slot size.
-const MAX_MEMORY_MIB: usize = 16;
+const MAX_MEMORY_MIB: usize = 32;
 
 impl Language {
     fn example(&self, name: &str) -> PathBuf {
