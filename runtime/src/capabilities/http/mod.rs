@@ -188,7 +188,7 @@ impl WasiHttpHooks for HttpPolicy {
                 "the URL has no host".into(),
                 HttpError::HttpRequestUriInvalid,
             );
-            return Box::new(async move { Err(error) });
+            return refused(request, error);
         };
         if !destination::allowed(&self.rules, &target.scheme, &target.host, target.port) {
             let reason = format!(
@@ -196,13 +196,13 @@ impl WasiHttpHooks for HttpPolicy {
                 target.host
             );
             let error = ledger.refuse(reason, HttpError::HttpRequestDenied);
-            return Box::new(async move { Err(error) });
+            return refused(request, error);
         }
         let admitted = match self.admit() {
             Ok(count) => count,
             Err(reason) => {
                 let error = ledger.refuse(reason, HttpError::HttpRequestDenied);
-                return Box::new(async move { Err(error) });
+                return refused(request, error);
             }
         };
         let allow_private = self.limits.http_allow_private;
@@ -235,17 +235,22 @@ impl WasiHttpHooks for HttpPolicy {
                     Some(turns) => Some(turns.acquire_owned().await.map_err(ended)?),
                     None => None,
                 };
+                let mut request = request;
                 let addresses =
-                    destination::resolve_public(&target.host, target.port, allow_private)
+                    match destination::resolve_public(&target.host, target.port, allow_private)
                         .await
-                        .map_err(|(error, reason)| {
+                    {
+                        Ok(addresses) => addresses,
+                        Err((error, reason)) => {
                             // Never sent: it does not use up the phase's
                             // requests (Terminating's one, say).
                             admitted.fetch_sub(1, Ordering::AcqRel);
-                            ledger.refuse(reason, error)
-                        })?;
+                            let error = ledger.refuse(reason, error);
+                            drain(request.into_body()).await;
+                            return Err(error);
+                        }
+                    };
                 ledger.count_use();
-                let mut request = request;
                 if target.scheme == "http" {
                     // Connect to the address just checked (the Host header
                     // keeps the name). TLS needs the name for its checks.
@@ -277,6 +282,25 @@ impl WasiHttpHooks for HttpPolicy {
                 .unwrap_or(Err(HttpError::HttpResponseTimeout))
         })
     }
+}
+
+/// A request refused before it left: the error, once the guest has written
+/// its body.
+fn refused(request: http::Request<WasiBody>, error: HttpError) -> SendFuture {
+    Box::new(async move {
+        drain(request.into_body()).await;
+        Err(error)
+    })
+}
+
+/// Reads a refused request's body to its end, within bounds. A guest may
+/// still be writing it while it waits for the answer, and some engines
+/// (StarlingMonkey, in componentize-js) fail outright, instead of seeing the
+/// refusal, when the body is dropped under them.
+async fn drain(body: WasiBody) {
+    const MOST_BYTES: usize = 1 << 20;
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(5);
+    let _ = tokio::time::timeout(LONGEST, Limited::new(body, MOST_BYTES).collect()).await;
 }
 
 /// Where a request goes.
