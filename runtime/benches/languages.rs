@@ -23,7 +23,6 @@ const LANGUAGES: &[(&str, &str, usize)] = &[
     ("Rust", "", 16),
     ("C", "c", 16),
     ("JavaScript (componentize-js)", "js", 64),
-    ("JavaScript (jco, QuickJS)", "js-qjs", 64),
     ("Python (componentize-py)", "python", 64),
 ];
 

@@ -37,9 +37,11 @@ impl Default for EngineConfig {
 const CORE_INSTANCES_PER_COMPONENT: u32 = 24;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 8;
-/// What a typical session uses, for sizing the pool's totals. Rust and C
-/// guests use 4 core instances, 1 memory and 2 tables.
-const CORE_INSTANCES_PER_SESSION: u32 = 8;
+/// What a session may use, for sizing the pool's totals so that the pool
+/// holds `max_sessions` of any language's sessions. Rust, C and JavaScript
+/// guests use 4 core instances, Python's 14; unused slots cost address
+/// space, not memory.
+const CORE_INSTANCES_PER_SESSION: u32 = 16;
 const MEMORIES_PER_SESSION: u32 = 2;
 const TABLES_PER_SESSION: u32 = 4;
 /// The wasm stack a handler may use: deeper recursion traps with a stack
