@@ -115,6 +115,17 @@ async fn serve() -> Running {
 }
 
 impl Running {
+    /// The Prometheus text of `/metrics`.
+    async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     async fn start(&self, app: &str, key: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .client
@@ -561,15 +572,7 @@ async fn metrics_count_sessions_events_and_refusals() {
         .send()
         .await
         .unwrap();
-    let metrics = running
-        .client
-        .get(format!("{}/metrics", running.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = running.metrics().await;
     for line in [
         "sessionbox_sessions_live 1",
         "sessionbox_sessions_started_total 1",
@@ -768,13 +771,7 @@ async fn a_tenant_at_its_quota_gets_429_naming_it() {
         StatusCode::CREATED,
         "the quota frees with the session"
     );
-    let metrics = running
-        .client
-        .get(format!("{}/metrics", running.url))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = running.metrics().await;
     assert!(
         metrics
             .contains(r#"sessionbox_quota_refusals_total{tenant="tiny",quota="max_sessions"} 1"#),
@@ -793,15 +790,7 @@ async fn a_start_beyond_the_tenants_memory_quota_gets_429() {
         refused["error"],
         "tenant lean's sessions use its guest memory quota (64 KiB)"
     );
-    let metrics = running
-        .client
-        .get(format!("{}/metrics", running.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = running.metrics().await;
     assert!(
         metrics
             .contains(r#"sessionbox_quota_refusals_total{tenant="lean",quota="memory_bytes"} 1"#),

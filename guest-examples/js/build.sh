@@ -19,11 +19,9 @@ names=(hello call-handler remote-control farewell)
 
 built=$tools/built
 say() { echo "== $*" >&2; }
+# shellcheck source=../reuse.sh
+source "$here/../reuse.sh"
 
-# A digest of the files (and directories' files) given.
-input_key() {
-  find "$@" -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-32
-}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -55,17 +53,12 @@ shared=("$here/src/sessionbox.js" "$root/wit" "$here/package-lock.json" "${BASH_
 for name in "${names[@]}"; do
   src=$here/src/$name.js
   wasm=$out/$name.wasm
-  if [ -f "$wasm" ] && [ -z "$(find "$src" "${shared[@]}" -newer "$wasm" -print -quit)" ]; then
+  if up_to_date "$wasm" "$src" "${shared[@]}"; then
     say "$name: up to date"
     continue
   fi
-  # Builds are not byte-for-byte reproducible, and hosts cache compiled code
-  # by the component's hash: a fresh checkout (CI) takes the component built
-  # from the same inputs before, so its compiled form is reused too.
-  key=$(input_key "$src" "${shared[@]}")
-  if [ -f "$built/$name-$key.wasm" ]; then
+  if reuse "$built" "$name" "$wasm" "$src" "${shared[@]}"; then
     say "$name: built before from the same inputs"
-    cp "$built/$name-$key.wasm" "$wasm"
     continue
   fi
   say "$name: componentize-js"
@@ -75,8 +68,7 @@ for name in "${names[@]}"; do
   (cd "$here" && "$componentize" --wit "$root/wit" --world-name scenario \
     --out "$wasm.tmp" "src/$name.js")
   mv "$wasm.tmp" "$wasm"
-  mkdir -p "$built"
-  cp "$wasm" "$built/$name-$key.wasm"
+  keep "$built" "$name" "$wasm"
 done
 
 for name in "${names[@]}"; do

@@ -21,6 +21,8 @@ venv=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/python-venv
 scenarios=(hello:hello call-handler:call_handler remote-control:remote_control farewell:farewell)
 
 say() { echo "== $*" >&2; }
+# shellcheck source=../reuse.sh
+source "$here/../reuse.sh"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -44,10 +46,6 @@ fi
 
 mkdir -p "$out"
 built=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/python-built
-# A digest of the files (and directories' files) given.
-input_key() {
-  find "$@" -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-32
-}
 # Inputs every component depends on.
 shared=("$here/src/sessionbox.py" "$root/wit" "$here/wit" "${BASH_SOURCE[0]}")
 stage=$(mktemp -d)
@@ -58,17 +56,12 @@ for entry in "${scenarios[@]}"; do
   module=${entry#*:}
   src=$here/src/$module.py
   wasm=$out/$name.wasm
-  if [ -f "$wasm" ] && [ -z "$(find "$src" "${shared[@]}" -newer "$wasm" -print -quit)" ]; then
+  if up_to_date "$wasm" "$src" "${shared[@]}"; then
     say "$name: up to date"
     continue
   fi
-  # Builds are not byte-for-byte reproducible, and hosts cache compiled code
-  # by the component's hash: a fresh checkout (CI) takes the component built
-  # from the same inputs before, so its compiled form is reused too.
-  key=$(input_key "$src" "${shared[@]}")
-  if [ -f "$built/$name-$key.wasm" ]; then
+  if reuse "$built" "$name" "$wasm" "$src" "${shared[@]}"; then
     say "$name: built before from the same inputs"
-    cp "$built/$name-$key.wasm" "$wasm"
     continue
   fi
   say "$name: componentize-py"
@@ -82,8 +75,7 @@ for entry in "${scenarios[@]}"; do
   "$componentize" --quiet -d "$root/wit" -d "$here/wit" -w sessionbox:python-guest/scenario \
     componentize --python-path "$stage" "$module" -o "$wasm.tmp"
   mv "$wasm.tmp" "$wasm"
-  mkdir -p "$built"
-  cp "$wasm" "$built/$name-$key.wasm"
+  keep "$built" "$name" "$wasm"
 done
 
 for entry in "${scenarios[@]}"; do
