@@ -21,46 +21,56 @@ use sessionbox::{
 };
 use support::*;
 
-/// One test per (language, example check). A language lists the checks its
-/// examples pass: every language has `hello` and `remote-control`.
+/// One module per language, one test per check of each example it has:
+/// every language has `hello` and `remote_control`.
 macro_rules! languages {
-    ($($language:ident: $dir:literal, $memory_mib:literal MiB, [$($check:ident),* $(,)?];)*) => {
+    ($($language:ident: $dir:literal, $memory_mib:literal MiB, [$($example:ident),* $(,)?];)*) => {
         $(mod $language {
             const LANGUAGE: super::Language = super::Language {
                 dir: $dir,
                 memory_mib: $memory_mib,
             };
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(&LANGUAGE).await
-                }
-            )*
+            $(checks_of!($example);)*
         })*
     };
 }
 
+/// The checks each example is put through.
+macro_rules! checks_of {
+    (hello) => {
+        checks!(
+            hello_sees_started_first_and_once,
+            hello_sees_calls_and_websockets_in_order,
+            second_load_does_not_compile
+        );
+    };
+    (call_handler) => {
+        checks!(call_handler_answers_plays_hangs_up);
+    };
+    (remote_control) => {
+        checks!(remote_control_answers_json);
+    };
+    (farewell) => {
+        checks!(farewell_makes_one_request_in_terminating);
+    };
+}
+
+macro_rules! checks {
+    ($($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                super::$check(&LANGUAGE).await
+            }
+        )*
+    };
+}
+
 languages! {
-    rust: "", 16 MiB, [
-        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
-        call_handler_answers_plays_hangs_up, remote_control_answers_json,
-        farewell_makes_one_request_in_terminating, second_load_does_not_compile,
-    ];
-    js: "js", 16 MiB, [
-        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
-        call_handler_answers_plays_hangs_up, remote_control_answers_json,
-        farewell_makes_one_request_in_terminating, second_load_does_not_compile,
-    ];
-    python: "python", 32 MiB, [
-        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
-        call_handler_answers_plays_hangs_up, remote_control_answers_json,
-        farewell_makes_one_request_in_terminating, second_load_does_not_compile,
-    ];
-    c: "c", 16 MiB, [
-        hello_sees_started_first_and_once, hello_sees_calls_and_websockets_in_order,
-        call_handler_answers_plays_hangs_up, remote_control_answers_json,
-        second_load_does_not_compile,
-    ];
+    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell];
+    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell];
+    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell];
+    c: "c", 16 MiB, [hello, call_handler, remote_control];
 }
 
 /// Where a language's examples are, and the memory its runtime needs.
