@@ -90,6 +90,46 @@ async fn call_attempts_past_the_limit_are_rejected() {
 }
 
 #[tokio::test]
+async fn calls_ringing_past_the_limit_are_rejected() {
+    let runtime = runtime();
+    let limits = Limits {
+        calls_ringing: 2,
+        ..Limits::default()
+    };
+    // hello never answers: its calls keep ringing.
+    let hello = load(&runtime, "hello", limits);
+    let mut watched = start(&runtime, &hello, "").await;
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        calls.push(
+            watched
+                .session
+                .incoming_call(IncomingCall::default())
+                .unwrap(),
+        );
+    }
+    // The first one stops ringing (its caller gives up): room for one more.
+    watched
+        .session
+        .remote_failed(calls[0], 487, "Request Terminated")
+        .unwrap();
+    watched
+        .session
+        .incoming_call(IncomingCall::default())
+        .unwrap();
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+    assert_eq!(record.delivered("CallAlerting"), 3);
+    assert_eq!(record.capabilities.refusals["calls"]["running"], 1);
+    let host = lines(&record, LogSource::Host);
+    assert!(
+        host.iter()
+            .any(|l| l.contains("2 calls ringing at once is the limit")),
+        "{host:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_interval_below_the_minimum_is_refused() {
     let runtime = runtime();
     let probe = load(&runtime, "phase-probe", Limits::default());

@@ -45,6 +45,8 @@ pub struct Limits {
     pub http_total_timeout: Duration,
     /// Call attempts over a session's life.
     pub calls_per_session: usize,
+    /// Incoming calls ringing (not yet answered) at once.
+    pub calls_ringing: usize,
     /// Incoming WebSockets allowed beyond one per call (VoxEngine: calls + 3).
     pub websockets_beyond_calls: usize,
     /// Bytes of a session's custom data.
@@ -90,6 +92,7 @@ impl Default for Limits {
             http_connect_timeout: Duration::from_secs(6),
             http_total_timeout: Duration::from_secs(90),
             calls_per_session: 50,
+            calls_ringing: 10,
             websockets_beyond_calls: 3,
             custom_data_bytes: 200,
             log_line_chars: 15_000,

@@ -64,12 +64,21 @@ impl Calls {
         }
     }
 
-    /// Admits an incoming call, or says why not (the call-attempt limit).
-    pub fn admit(&mut self, call: CallId, limit: usize) -> Result<(), String> {
-        if self.attempts >= limit {
+    /// Admits an incoming call, or rejects it (403, as VoxEngine does) and
+    /// says why: the call-attempt limit, or the limit of calls ringing at
+    /// once.
+    pub fn admit(&mut self, call: CallId, attempts: usize, ringing: usize) -> Result<(), String> {
+        let refusal = if self.attempts >= attempts {
+            Some(format!("{attempts} call attempts per session is the limit"))
+        } else if self.ringing() >= ringing {
+            Some(format!("{ringing} calls ringing at once is the limit"))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
             self.telephony
                 .act(call, CallAction::Reject { code: 403 }, &self.events);
-            return Err(format!("{limit} call attempts per session is the limit"));
+            return Err(reason);
         }
         self.attempts += 1;
         let leg = Leg {
@@ -79,6 +88,14 @@ impl Calls {
         };
         self.legs.insert(call, leg);
         Ok(())
+    }
+
+    /// Incoming calls not yet answered or ended.
+    fn ringing(&self) -> usize {
+        self.legs
+            .values()
+            .filter(|leg| leg.state == LegState::Alerting)
+            .count()
     }
 
     /// Calls that are alerting, being answered or connected.

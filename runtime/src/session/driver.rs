@@ -220,8 +220,9 @@ impl Driver {
     async fn dispatch(&mut self, event: Event) -> Result<(), Failure> {
         match event {
             Event::CallAlerting { call, incoming } => {
-                let limit = self.limits.calls_per_session;
-                if let Err(reason) = self.store.data_mut().calls.admit(call, limit) {
+                let (attempts, ringing) =
+                    (self.limits.calls_per_session, self.limits.calls_ringing);
+                if let Err(reason) = self.store.data_mut().calls.admit(call, attempts, ringing) {
                     let state = self.store.data_mut();
                     state.refuse(crate::bindings::Capability::Calls, reason);
                     return Ok(());
