@@ -62,6 +62,7 @@ bench() {
 
 step "W1 lifecycle, W2 dispatch"
 bench sessions -- "${smoke[@]}" "${sweep[@]}"
+sed -n 's/^table,//p' "$work/bench.csv" >"$work/table.csv"
 { echo "in_flight,sessionbox_per_s,bare_per_s"; sed -n 's/^w1,//p' "$work/bench.csv"; } >"$out/w1-scaling.csv"
 { echo "live_sessions,sessionbox_per_s,bare_per_s"; sed -n 's/^w2,//p' "$work/bench.csv"; } >"$out/w2-scaling.csv"
 
@@ -69,8 +70,9 @@ if [ -n "${SESSIONBOX_NODE_PEER:-}" ] && [ ${#smoke[@]} -eq 0 ]; then
   step "W1 on the Node.js vm-context peer"
   for threads in 1 2; do
     node "$SESSIONBOX_NODE_PEER" w1 --threads "$threads" |
-      sed -n 's/.*"threads":\([0-9]*\).*"sessions_per_s":\([0-9]*\).*/node vm peer, \1 thread(s): W1 \2 sessions\/s/p'
-  done
+      sed -n 's/.*"threads":\([0-9]*\).*"sessions_per_s":\([0-9]*\).*/\1,\2/p'
+  done >"$work/node.csv"
+  sed 's|\(.*\),\(.*\)|node vm peer, \1 thread(s): W1 \2 sessions/s|' "$work/node.csv"
 fi
 
 step "W3 density"
@@ -143,6 +145,29 @@ echo "server,requests_per_s,p99_us,errors" >"$out/w4-end-to-end.csv"
 echo "sessionbox,$s_rps,$s_p99,$s_errors" >>"$out/w4-end-to-end.csv"
 echo "plain-hyper,$p_rps,$p_p99,$p_errors" >>"$out/w4-end-to-end.csv"
 [ "$s_errors" -eq 0 ] && [ "$p_errors" -eq 0 ] || { echo "wrk saw errors" >&2; exit 1; }
+# The summary: every workload beside its baseline. W3's baseline is the bare
+# embedding's figure from the bench-baselines run on this kind of machine
+# (2026-11-23: 38.2 KiB per idle session at 10,000), as W3 has no in-process
+# bare twin.
+w3_baseline_kib=38.2
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
+{
+  echo
+  printf '%-38s %14s %26s %8s\n' "workload" "sessionbox" "baseline" "ratio"
+  while IFS=, read -r s b label; do
+    printf '%-38s %14s %26s %7.2fx\n' "$label" "$s" "$b (bare wasmtime)" "$(ratio "$s" "$b")"
+  done <"$work/table.csv"
+  w1=$(head -1 "$work/table.csv" | cut -d, -f1)
+  if [ -f "$work/node.csv" ]; then
+    while IFS=, read -r threads rate; do
+      printf '%-38s %14s %26s %7.2fx\n' "W1 lifecycle vs Node, $threads thread(s)" "$w1" "$rate (node vm peer)" "$(ratio "$w1" "$rate")"
+    done <"$work/node.csv"
+  fi
+  sed -n '2,$p' "$out/w3-density.csv" | while IFS=, read -r n kib _; do
+    printf '%-38s %14s %26s %7.2fx\n' "W3 RSS KiB per idle session, $n" "$kib" "$w3_baseline_kib (bare, baselines)" "$(ratio "$kib" "$w3_baseline_kib")"
+  done
+  printf '%-38s %14.0f %26s %7.2fx\n' "W4 access URL, req/s" "$s_rps" "$p_rps (plain hyper)" "$(ratio "$s_rps" "$p_rps")"
+}
 if [ ${#smoke[@]} -eq 0 ] && command -v gnuplot >/dev/null; then
   gnuplot docs/perf/plot.gp && echo "plotted docs/perf/scaling.png"
 fi

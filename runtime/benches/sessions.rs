@@ -136,11 +136,14 @@ async fn bench(settings: Settings, smoke: bool, sweep: bool) {
     }
 }
 
+/// A row of the table, and the same as a `csv,table,...` line for
+/// scripts/bench.sh's summary.
 fn report(label: &str, (sessionbox, bare): (f64, f64)) {
     println!(
         "{label:<34} {sessionbox:>14.0} {bare:>14.0} {:>7.2}x",
         sessionbox / bare
     );
+    println!("csv,table,{sessionbox:.0},{bare:.0},{label}");
 }
 
 async fn per_second(n: usize, work: impl Future<Output = ()>) -> (usize, Duration) {
