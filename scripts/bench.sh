@@ -9,7 +9,8 @@
 #
 # - W1 lifecycle, W2 dispatch: cargo bench --bench sessions (beside a bare
 #   wasmtime embedding of the same guest, in the same process).
-# - W3 density: cargo bench --bench density (1k, 10k and 100k idle sessions;
+# - W3 density: cargo bench --bench density (1k, 10k and 100k idle sessions,
+#   and the same on the bare embedding, each count in a process of its own;
 #   raises vm.max_map_count when run as root).
 # - W4 end to end: wrk with 64 connections against one session's access URL
 #   through `sessionbox serve`, and against a plain hyper server answering the
@@ -27,6 +28,8 @@ sweep=(--sweep)
 profile=(--release)
 bench_profile=()
 densities=(1000 10000 100000)
+density_runs=()
+for n in "${densities[@]}"; do density_runs+=("$n" "--bare $n"); done
 duration=10s
 if [ "${1:-}" = "--smoke" ]; then
   smoke=(--smoke)
@@ -34,6 +37,7 @@ if [ "${1:-}" = "--smoke" ]; then
   profile=()
   bench_profile=(--profile dev)
   densities=()
+  density_runs=("--smoke" "--bare --smoke")
   duration=1s
 fi
 work=$(mktemp -d)
@@ -83,8 +87,15 @@ if [ ${#densities[@]} -gt 0 ] && [ "$(cat /proc/sys/vm/max_map_count)" -lt 10485
     echo "vm.max_map_count is low: 100,000 sessions need 'sysctl -w vm.max_map_count=1048576'" >&2
   fi
 fi
-bench density -- "${smoke[@]}" "${densities[@]}"
-{ echo "sessions,rss_kib_per_session,pte_kib_per_session,opened_per_s,maps"; cat "$work/bench.csv"; } >"$out/w3-density.csv"
+: >"$work/density.csv"
+for run in "${density_runs[@]}"; do
+  # shellcheck disable=SC2086 # a run is a word list
+  bench density -- $run
+  cat "$work/bench.csv" >>"$work/density.csv"
+done
+header="sessions,rss_kib_per_session,pte_kib_per_session,opened_per_s,maps"
+{ echo "$header"; sed -n 's/^sessionbox,//p' "$work/density.csv"; } >"$out/w3-density.csv"
+{ echo "$header"; sed -n 's/^bare,//p' "$work/density.csv"; } >"$out/w3-density-bare.csv"
 
 step "W4 end to end (wrk, 64 connections, $duration)"
 cargo build --locked "${profile[@]}" --bin sessionbox --example plain_echo
@@ -145,11 +156,7 @@ echo "server,requests_per_s,p99_us,errors" >"$out/w4-end-to-end.csv"
 echo "sessionbox,$s_rps,$s_p99,$s_errors" >>"$out/w4-end-to-end.csv"
 echo "plain-hyper,$p_rps,$p_p99,$p_errors" >>"$out/w4-end-to-end.csv"
 [ "$s_errors" -eq 0 ] && [ "$p_errors" -eq 0 ] || { echo "wrk saw errors" >&2; exit 1; }
-# The summary: every workload beside its baseline. W3's baseline is the bare
-# embedding's figure from the bench-baselines run on this kind of machine
-# (2026-11-23: 38.2 KiB per idle session at 10,000), as W3 has no in-process
-# bare twin.
-w3_baseline_kib=38.2
+# The summary: every workload beside its baseline.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
 {
   echo
@@ -163,9 +170,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
       printf '%-38s %14s %26s %7.2fx\n' "W1 lifecycle vs Node, $threads thread(s)" "$w1" "$rate (node vm peer)" "$(ratio "$w1" "$rate")"
     done <"$work/node.csv"
   fi
-  sed -n '2,$p' "$out/w3-density.csv" | while IFS=, read -r n kib _; do
-    printf '%-38s %14s %26s %7.2fx\n' "W3 RSS KiB per idle session, $n" "$kib" "$w3_baseline_kib (bare, baselines)" "$(ratio "$kib" "$w3_baseline_kib")"
-  done
+  paste -d, <(sed -n '2,$p' "$out/w3-density.csv") <(sed -n '2,$p' "$out/w3-density-bare.csv") |
+    while IFS=, read -r n kib _ _ _ _ bare_kib _; do
+      printf '%-38s %14s %26s %7.2fx\n' "W3 RSS KiB per idle session, $n" "$kib" "$bare_kib (bare wasmtime)" "$(ratio "$kib" "$bare_kib")"
+    done
   printf '%-38s %14.0f %26s %7.2fx\n' "W4 access URL, req/s" "$s_rps" "$p_rps (plain hyper)" "$(ratio "$s_rps" "$p_rps")"
 }
 if [ ${#smoke[@]} -eq 0 ] && command -v gnuplot >/dev/null; then

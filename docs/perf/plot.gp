@@ -27,7 +27,8 @@ set key bottom right
 set xlabel "idle live sessions"
 set ylabel "KiB per session"
 set yrange [0:*]
-plot "docs/perf/w3-density.csv" skip 1 using 1:2 with linespoints title "RSS", \
-     ""                         skip 1 using 1:3 with linespoints title "page tables (VmPTE)", \
-     38.2 with lines dashtype 2 title "bare wasmtime RSS (baseline run, 10k)"
+plot "docs/perf/w3-density.csv"      skip 1 using 1:2 with linespoints title "Sessionbox RSS", \
+     "docs/perf/w3-density-bare.csv" skip 1 using 1:2 with linespoints title "bare wasmtime RSS", \
+     "docs/perf/w3-density.csv"      skip 1 using 1:3 with linespoints title "Sessionbox page tables", \
+     "docs/perf/w3-density-bare.csv" skip 1 using 1:3 with linespoints title "bare page tables"
 unset multiplot

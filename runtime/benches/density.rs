@@ -1,7 +1,13 @@
 //! W3 density: idle live sessions, and what each one costs the process.
 //!
 //!   cargo bench --bench density -- 1000 10000 100000   # the README's figures
+//!   cargo bench --bench density -- --bare 10000        # the bare embedding
 //!   cargo bench --bench density -- --smoke             # 200 sessions, no claims
+//!
+//! `--bare` measures the same on the bare embedding (`bare/mod.rs`): stores
+//! held in a vector, no task or queue per session. scripts/bench.sh runs each
+//! count of each in a process of its own, so that memory one count freed
+//! does not hide what the next one takes.
 //!
 //! For each count, in a fresh runtime whose pool holds exactly that many
 //! sessions: one warm-up session, then the sessions are opened (64 starts in
@@ -19,9 +25,14 @@
 //! The guest is tests/guests/bench-echo (built by guest-examples/rust/build.sh),
 //! the baselines' guest shape. Unset RUST_BACKTRACE when measuring.
 
+#[path = "bare/mod.rs"]
+mod bare;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bare::{Bare, DEADLINE_TICKS};
 
 use sessionbox::bindings::{Header, HttpRequestEvent};
 use sessionbox::{EngineConfig, Limits, Runtime, Scenario, StartError, StartOptions};
@@ -32,6 +43,7 @@ const IN_FLIGHT: usize = 64;
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
+    let bare = std::env::args().any(|a| a == "--bare");
     let counts: Vec<usize> = if smoke {
         vec![200]
     } else {
@@ -68,7 +80,11 @@ fn main() {
         "sessions", "RSS KiB/s.", "PTE KiB/s.", "RSS MiB", "maps", "opened/s"
     );
     for n in counts {
-        let row = tokio.block_on(density(&guest, n));
+        let row = if bare {
+            tokio.block_on(bare_density(&guest, n))
+        } else {
+            tokio.block_on(density(&guest, n))
+        };
         println!(
             "{:>9} {:>12.1} {:>12.1} {:>12.0} {:>10} {:>12.0}  {}",
             n,
@@ -80,8 +96,12 @@ fn main() {
             row.refusal
         );
         println!(
-            "csv,{n},{:.2},{:.2},{:.0},{}",
-            row.rss_kib_per_session, row.pte_kib_per_session, row.opened_per_s, row.maps
+            "csv,{},{n},{:.2},{:.2},{:.0},{}",
+            if bare { "bare" } else { "sessionbox" },
+            row.rss_kib_per_session,
+            row.pte_kib_per_session,
+            row.opened_per_s,
+            row.maps
         );
     }
     if smoke {
@@ -156,6 +176,63 @@ async fn density(guest: &[u8], n: usize) -> Row {
     }
 }
 
+/// The same on the bare embedding: `n` instances, each past Started and one
+/// echo, held as stores in a vector.
+async fn bare_density(guest: &[u8], n: usize) -> Row {
+    let bare = Arc::new(Bare::new(guest, n as u32));
+    let (rss_before, pte_before) = (status_kib("VmRSS"), status_kib("VmPTE"));
+    let opening = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        if tasks.len() >= IN_FLIGHT
+            && let Some(done) = tasks.join_next().await
+        {
+            held.push(done.unwrap());
+        }
+        let bare = Arc::clone(&bare);
+        tasks.spawn(async move {
+            let (mut store, instance, _) = bare.open().await;
+            let events = instance.sessionbox_scenario_app_events();
+            let started = sessionbox::bindings::StartedEvent {
+                session_id: String::new(),
+                access_url: String::new(),
+                custom_data: CUSTOM_DATA.into(),
+            };
+            store.set_epoch_deadline(DEADLINE_TICKS);
+            events.call_started(&mut store, &started).await.unwrap();
+            store.set_epoch_deadline(DEADLINE_TICKS);
+            let response = events
+                .call_http_request(&mut store, &echo_request())
+                .await
+                .unwrap();
+            assert!(response.status == 200 && response.body == [7; 64]);
+            (store, instance)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        held.push(done.unwrap());
+    }
+    let opened_per_s = n as f64 / opening.elapsed().as_secs_f64();
+    let (rss_after, pte_after) = (status_kib("VmRSS"), status_kib("VmPTE"));
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0);
+    let refusal = match bare.try_open().await {
+        Err(e) => format!("yes: {e}"),
+        Ok(_) => "no: the pool is larger than asked".to_owned(),
+    };
+    drop(held);
+    Row {
+        rss_kib_per_session: (rss_after - rss_before) / n as f64,
+        pte_kib_per_session: (pte_after - pte_before) / n as f64,
+        rss_after_kib: rss_after,
+        maps,
+        opened_per_s,
+        refusal,
+    }
+}
+
 /// Opens `n` sessions, `IN_FLIGHT` at a time, each past Started and one
 /// echo.
 async fn open(
@@ -190,7 +267,12 @@ async fn open(
 
 /// The baselines' request, echoed.
 async fn echo(session: &sessionbox::SessionHandle) {
-    let request = HttpRequestEvent {
+    let response = session.http_request(echo_request()).await.unwrap();
+    assert!(response.status == 200 && response.body == [7; 64]);
+}
+
+fn echo_request() -> HttpRequestEvent {
+    HttpRequestEvent {
         method: "GET".into(),
         path: "/api/v1/echo".into(),
         headers: vec![
@@ -204,9 +286,7 @@ async fn echo(session: &sessionbox::SessionHandle) {
             },
         ],
         body: vec![7; 64],
-    };
-    let response = session.http_request(request).await.unwrap();
-    assert!(response.status == 200 && response.body == [7; 64]);
+    }
 }
 
 /// A `/proc/self/status` field, in KiB.

@@ -12,19 +12,20 @@
 //! ...`): wasmtime captures a backtrace for every error it builds.
 //! The guest is tests/guests/bench-echo (built by guest-examples/rust/build.sh).
 
+#[path = "bare/mod.rs"]
+mod bare;
+
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sessionbox::bindings::{Header, HttpRequestEvent, ScenarioPre};
-use sessionbox::engine::{EngineConfig, EpochTicker, build_engine};
+use bare::{Bare, DEADLINE_TICKS};
+use sessionbox::bindings::{Header, HttpRequestEvent};
+use sessionbox::engine::EngineConfig;
 use sessionbox::{Limits, Runtime, Scenario, StartOptions};
 use tokio::task::JoinSet;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The baselines' custom data (31 bytes, as named there).
 const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
@@ -70,7 +71,7 @@ async fn bench(settings: Settings, smoke: bool, sweep: bool) {
         )
     });
     let sessionbox = Arc::new(Sessionbox::new(&guest));
-    let bare = Arc::new(Bare::new(&guest));
+    let bare = Arc::new(Bare::new(&guest, POOL));
 
     println!(
         "{:<34} {:>14} {:>14} {:>8}",
@@ -298,81 +299,8 @@ impl Sessionbox {
     }
 }
 
-/// The same guest on the same engine with nothing but wasmtime: a store, an
-/// instance, calls.
-struct Bare {
-    engine: Engine,
-    pre: ScenarioPre<BareState>,
-    _ticker: EpochTicker,
-}
-
-struct BareState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    log_lines: Arc<AtomicU64>,
-}
-
-impl WasiView for BareState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// The design's 1 s handler limit in 10 ms ticks.
-const DEADLINE_TICKS: u64 = 100;
-
+/// The workloads on the bare embedding.
 impl Bare {
-    fn new(guest: &[u8]) -> Self {
-        let config = EngineConfig {
-            max_sessions: POOL,
-            ..EngineConfig::default()
-        };
-        let engine = build_engine(&config).unwrap();
-        let component = Component::new(&engine, guest).unwrap();
-        let mut linker = Linker::<BareState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        linker
-            .instance("sessionbox:scenario/logger@0.1.0")
-            .unwrap()
-            .func_wrap("write", |mut store, (_message,): (String,)| {
-                store.data_mut().log_lines.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            })
-            .unwrap();
-        stub_host_interfaces(&engine, &component, &mut linker);
-        let pre = ScenarioPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        let ticker = EpochTicker::start(&engine, config.epoch_tick);
-        Bare {
-            engine,
-            pre,
-            _ticker: ticker,
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    async fn open(
-        &self,
-    ) -> (
-        Store<BareState>,
-        sessionbox::bindings::Scenario,
-        Arc<AtomicU64>,
-    ) {
-        let log_lines = Arc::new(AtomicU64::new(0));
-        let state = BareState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            log_lines: Arc::clone(&log_lines),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(DEADLINE_TICKS);
-        let instance = self.pre.instantiate_async(&mut store).await.unwrap();
-        (store, instance, log_lines)
-    }
-
     async fn lifecycles(self: Arc<Self>, n: usize, limit: usize) {
         in_flight(n, limit, || {
             let this = Arc::clone(&self);
@@ -423,42 +351,5 @@ impl Bare {
             done.unwrap();
         }
         start.elapsed()
-    }
-}
-
-/// The SDK links every host interface; bench-echo calls none but the logger.
-/// The others get functions that fail if called, and the host's resource
-/// types (the exports' types name them).
-fn stub_host_interfaces(engine: &Engine, component: &Component, linker: &mut Linker<BareState>) {
-    use sessionbox::capabilities::calls::CallHandle;
-    use sessionbox::capabilities::websockets::SocketHandle;
-    use wasmtime::component::ResourceType;
-    use wasmtime::component::types::ComponentItem;
-
-    for (name, item) in component.component_type().imports(engine) {
-        let stubbed = name.starts_with("sessionbox:scenario/") && !name.contains("/logger@");
-        let ComponentItem::ComponentInstance(instance) = item.ty else {
-            continue;
-        };
-        if !stubbed {
-            continue;
-        }
-        let mut stub = linker.instance(name).unwrap();
-        for (export, item) in instance.exports(engine) {
-            match (export, item.ty) {
-                (_, ComponentItem::ComponentFunc(_)) => stub
-                    .func_new(export, |_, _, _, _| {
-                        wasmtime::bail!("not part of the bench")
-                    })
-                    .unwrap(),
-                ("call", ComponentItem::Resource(_)) => stub
-                    .resource(export, ResourceType::host::<CallHandle>(), |_, _| Ok(()))
-                    .unwrap(),
-                ("websocket", ComponentItem::Resource(_)) => stub
-                    .resource(export, ResourceType::host::<SocketHandle>(), |_, _| Ok(()))
-                    .unwrap(),
-                _ => {}
-            }
-        }
     }
 }
