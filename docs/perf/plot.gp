@@ -23,7 +23,7 @@ plot "docs/perf/w2-scaling.csv" skip 1 using 1:2 with linespoints title "Session
 set title "W3 memory vs idle sessions"
 set logscale x 10
 set xrange [500:200000]
-set key bottom right
+set key right center
 set xlabel "idle live sessions"
 set ylabel "KiB per session"
 set yrange [0:*]
