@@ -32,13 +32,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bare::{Bare, DEADLINE_TICKS};
+use bare::{Bare, CUSTOM_DATA, DEADLINE_TICKS};
 
 use sessionbox::bindings::{Header, HttpRequestEvent};
 use sessionbox::{EngineConfig, Limits, Runtime, Scenario, StartError, StartOptions};
 use tokio::task::JoinSet;
 
-const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
 const IN_FLIGHT: usize = 64;
 
 fn main() {
@@ -115,7 +114,41 @@ struct Row {
     rss_after_kib: f64,
     maps: usize,
     opened_per_s: f64,
+    /// Whether one session more was refused, and how.
     refusal: String,
+}
+
+impl Row {
+    /// What `n` sessions opened since `opening` cost, from `before`.
+    fn since(n: usize, before: &Footprint, opening: Instant) -> Row {
+        let opened_per_s = n as f64 / opening.elapsed().as_secs_f64();
+        let after = Footprint::now();
+        Row {
+            rss_kib_per_session: (after.rss_kib - before.rss_kib) / n as f64,
+            pte_kib_per_session: (after.pte_kib - before.pte_kib) / n as f64,
+            rss_after_kib: after.rss_kib,
+            maps: std::fs::read_to_string("/proc/self/maps")
+                .map(|m| m.lines().count())
+                .unwrap_or(0),
+            opened_per_s,
+            refusal: String::new(),
+        }
+    }
+}
+
+/// The process's resident memory and page tables at one moment.
+struct Footprint {
+    rss_kib: f64,
+    pte_kib: f64,
+}
+
+impl Footprint {
+    fn now() -> Self {
+        Footprint {
+            rss_kib: status_kib("VmRSS"),
+            pte_kib: status_kib("VmPTE"),
+        }
+    }
 }
 
 async fn density(guest: &[u8], n: usize) -> Row {
@@ -140,16 +173,11 @@ async fn density(guest: &[u8], n: usize) -> Row {
     warm_up.terminate().unwrap();
     warm_up.finished().await.unwrap();
 
-    let (rss_before, pte_before) = (status_kib("VmRSS"), status_kib("VmPTE"));
+    let before = Footprint::now();
     let opening = Instant::now();
     let sessions = open(&runtime, &scenario, n).await;
-    let opened_per_s = n as f64 / opening.elapsed().as_secs_f64();
-    let (rss_after, pte_after) = (status_kib("VmRSS"), status_kib("VmPTE"));
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0);
-
-    let refusal = match runtime.start(&scenario, StartOptions::default()).await {
+    let mut row = Row::since(n, &before, opening);
+    row.refusal = match runtime.start(&scenario, StartOptions::default()).await {
         Err(e @ StartError::AtCapacity { .. }) => format!("yes: {e}"),
         Err(e) => format!("NOT CLEANLY: {e}"),
         Ok(_) => "no: the pool is larger than asked".to_owned(),
@@ -166,21 +194,14 @@ async fn density(guest: &[u8], n: usize) -> Row {
     while let Some(done) = closing.join_next().await {
         done.unwrap();
     }
-    Row {
-        rss_kib_per_session: (rss_after - rss_before) / n as f64,
-        pte_kib_per_session: (pte_after - pte_before) / n as f64,
-        rss_after_kib: rss_after,
-        maps,
-        opened_per_s,
-        refusal,
-    }
+    row
 }
 
 /// The same on the bare embedding: `n` instances, each past Started and one
 /// echo, held as stores in a vector.
 async fn bare_density(guest: &[u8], n: usize) -> Row {
     let bare = Arc::new(Bare::new(guest, n as u32));
-    let (rss_before, pte_before) = (status_kib("VmRSS"), status_kib("VmPTE"));
+    let before = Footprint::now();
     let opening = Instant::now();
     let mut held = Vec::with_capacity(n);
     let mut tasks = JoinSet::new();
@@ -193,16 +214,10 @@ async fn bare_density(guest: &[u8], n: usize) -> Row {
         let bare = Arc::clone(&bare);
         tasks.spawn(async move {
             let (mut store, instance, _) = bare.open().await;
-            let events = instance.sessionbox_scenario_app_events();
-            let started = sessionbox::bindings::StartedEvent {
-                session_id: String::new(),
-                access_url: String::new(),
-                custom_data: CUSTOM_DATA.into(),
-            };
+            Bare::started(&mut store, &instance).await;
             store.set_epoch_deadline(DEADLINE_TICKS);
-            events.call_started(&mut store, &started).await.unwrap();
-            store.set_epoch_deadline(DEADLINE_TICKS);
-            let response = events
+            let response = instance
+                .sessionbox_scenario_app_events()
                 .call_http_request(&mut store, &echo_request())
                 .await
                 .unwrap();
@@ -213,24 +228,13 @@ async fn bare_density(guest: &[u8], n: usize) -> Row {
     while let Some(done) = tasks.join_next().await {
         held.push(done.unwrap());
     }
-    let opened_per_s = n as f64 / opening.elapsed().as_secs_f64();
-    let (rss_after, pte_after) = (status_kib("VmRSS"), status_kib("VmPTE"));
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0);
-    let refusal = match bare.try_open().await {
+    let mut row = Row::since(n, &before, opening);
+    row.refusal = match bare.try_open().await {
         Err(e) => format!("yes: {e}"),
         Ok(_) => "no: the pool is larger than asked".to_owned(),
     };
     drop(held);
-    Row {
-        rss_kib_per_session: (rss_after - rss_before) / n as f64,
-        pte_kib_per_session: (pte_after - pte_before) / n as f64,
-        rss_after_kib: rss_after,
-        maps,
-        opened_per_s,
-        refusal,
-    }
+    row
 }
 
 /// Opens `n` sessions, `IN_FLIGHT` at a time, each past Started and one

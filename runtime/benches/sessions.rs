@@ -21,14 +21,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bare::{Bare, DEADLINE_TICKS};
+use bare::{Bare, CUSTOM_DATA, DEADLINE_TICKS};
 use sessionbox::bindings::{Header, HttpRequestEvent};
 use sessionbox::engine::EngineConfig;
 use sessionbox::{Limits, Runtime, Scenario, StartOptions};
 use tokio::task::JoinSet;
 
-/// The baselines' custom data (31 bytes, as named there).
-const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
 const IN_FLIGHT: usize = 64;
 const MANY_SESSIONS: usize = 64;
 /// The scaling curves' x values: sessions in flight (W1), live (W2).
@@ -306,14 +304,8 @@ impl Bare {
             let this = Arc::clone(&self);
             async move {
                 let (mut store, instance, log_lines) = this.open().await;
+                Bare::started(&mut store, &instance).await;
                 let events = instance.sessionbox_scenario_app_events();
-                let started = sessionbox::bindings::StartedEvent {
-                    session_id: String::new(),
-                    access_url: String::new(),
-                    custom_data: CUSTOM_DATA.into(),
-                };
-                store.set_epoch_deadline(DEADLINE_TICKS);
-                events.call_started(&mut store, &started).await.unwrap();
                 store.set_epoch_deadline(DEADLINE_TICKS);
                 events.call_terminating(&mut store).await.unwrap();
                 store.set_epoch_deadline(DEADLINE_TICKS);

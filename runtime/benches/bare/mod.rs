@@ -35,6 +35,9 @@ impl WasiView for BareState {
 /// The design's 1 s handler limit in 10 ms ticks.
 pub const DEADLINE_TICKS: u64 = 100;
 
+/// The baselines' custom data (31 bytes, as named there).
+pub const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
+
 /// An instance's store, its bindings, and the lines it logged.
 pub type Opened = (
     Store<BareState>,
@@ -74,6 +77,21 @@ impl Bare {
     /// A new instance, its store, and the count of lines it logged.
     pub async fn open(&self) -> Opened {
         self.try_open().await.unwrap()
+    }
+
+    /// Delivers Started with the baselines' custom data.
+    pub async fn started(store: &mut Store<BareState>, instance: &sessionbox::bindings::Scenario) {
+        let started = sessionbox::bindings::StartedEvent {
+            session_id: String::new(),
+            access_url: String::new(),
+            custom_data: CUSTOM_DATA.into(),
+        };
+        store.set_epoch_deadline(DEADLINE_TICKS);
+        instance
+            .sessionbox_scenario_app_events()
+            .call_started(&mut *store, &started)
+            .await
+            .unwrap();
     }
 
     /// As `open`, failing when the pool is full.
