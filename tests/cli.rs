@@ -5,6 +5,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use sessionbox::cache::{CacheStats, ComponentCache};
 use sessionbox::{EngineConfig, Limits, Runtime};
 use support::*;
 
@@ -164,4 +165,42 @@ fn the_second_load_comes_from_the_disk_cache() {
         .with_cache(dir.path());
     third.load("hello", &bytes, Limits::default()).unwrap();
     assert_eq!(third.cache_stats().unwrap().compiles, 1);
+}
+
+/// The cache keeps to its size: the entry used longest ago goes first, and
+/// comes back by compiling again.
+#[test]
+fn the_disk_cache_keeps_to_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = guest("hello");
+    let remote = guest("remote-control");
+    let entries = || std::fs::read_dir(dir.path()).unwrap().count();
+    let runtime = |max_bytes| {
+        let cache = ComponentCache::new(dir.path()).with_max_bytes(max_bytes);
+        Runtime::new(EngineConfig::default())
+            .unwrap()
+            .with_cache_of(cache)
+    };
+    runtime(u64::MAX)
+        .load("hello", &hello, Limits::default())
+        .unwrap();
+    let one_entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum::<u64>();
+
+    // Room for about one entry: adding remote-control pushes hello out.
+    let small = runtime(one_entry + one_entry / 2);
+    small.load("remote", &remote, Limits::default()).unwrap();
+    assert_eq!(entries(), 1);
+    small.load("hello", &hello, Limits::default()).unwrap();
+    assert_eq!(
+        small.cache_stats().unwrap(),
+        CacheStats {
+            hits: 0,
+            compiles: 2
+        },
+        "hello was pruned, so it compiled again"
+    );
+    assert_eq!(entries(), 1, "and pushed remote-control out in turn");
 }

@@ -3,6 +3,9 @@
 //! restart (or a second `sessionbox run`) never compiles the same component
 //! twice. JavaScript and Python components take seconds to compile; loading
 //! their cached form takes milliseconds.
+//!
+//! The directory is bounded: past its size limit, the entries used longest
+//! ago go (a hit marks an entry used).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -15,9 +18,14 @@ use wasmtime::component::Component;
 
 pub struct ComponentCache {
     dir: PathBuf,
+    max_bytes: u64,
     hits: AtomicU64,
     compiles: AtomicU64,
 }
+
+/// How much a cache directory holds unless told otherwise: a compiled
+/// JavaScript or Python component is ~35 MB, a Rust or C one well under 1 MB.
+pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
 
 /// How often the cache answered from disk and how often it compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +38,16 @@ impl ComponentCache {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ComponentCache {
             dir: dir.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
             hits: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
         }
+    }
+
+    /// Bounds the directory at `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// `$XDG_CACHE_HOME/sessionbox/components`, else `~/.cache/...`.
@@ -69,6 +84,7 @@ impl ComponentCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
+                    mark_used(&path);
                     return Ok(component);
                 }
                 Err(e) => {
@@ -82,6 +98,9 @@ impl ComponentCache {
             // A cache that cannot be written costs time, not correctness.
             tracing::warn!(path = %path.display(), "could not cache a compiled component: {e:#}");
         }
+        if let Err(e) = self.prune(&path) {
+            tracing::warn!(dir = %self.dir.display(), "could not prune the component cache: {e:#}");
+        }
         Ok(component)
     }
 
@@ -94,6 +113,45 @@ impl ComponentCache {
         std::fs::write(&partial, serialized)?;
         std::fs::rename(&partial, path)?;
         Ok(())
+    }
+}
+
+impl ComponentCache {
+    /// Removes the entries used longest ago until the directory fits its
+    /// limit, keeping `newest` (the entry just written).
+    fn prune(&self, newest: &Path) -> Result<()> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let metadata = entry.metadata()?;
+            if metadata.is_file() {
+                entries.push((metadata.modified()?, metadata.len(), entry.path()));
+            }
+        }
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != newest {
+                std::fs::remove_file(&path)?;
+                total -= len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks a cache entry used now, for pruning (by its modification time:
+/// access times are often not kept).
+fn mark_used(path: &Path) {
+    let touched = std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(path = %path.display(), "could not mark a cache entry used: {e}");
     }
 }
 

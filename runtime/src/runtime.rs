@@ -124,9 +124,15 @@ impl Runtime {
         })
     }
 
-    /// Caches compiled components in `dir`.
-    pub fn with_cache(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cache = Some(ComponentCache::new(dir));
+    /// Caches compiled components in `dir`, at most
+    /// [`DEFAULT_MAX_BYTES`](crate::cache::DEFAULT_MAX_BYTES) of them.
+    pub fn with_cache(self, dir: impl Into<PathBuf>) -> Self {
+        self.with_cache_of(ComponentCache::new(dir))
+    }
+
+    /// Caches compiled components as `cache` says.
+    pub fn with_cache_of(mut self, cache: ComponentCache) -> Self {
+        self.cache = Some(cache);
         self
     }
 
