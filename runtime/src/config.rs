@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Where compiled components are cached (default: the user cache dir).
     pub cache_dir: Option<PathBuf>,
+    /// The most that directory holds; the entries used longest ago go first.
+    pub cache_max_bytes: u64,
     /// How often (ms) apps' scenario files are checked for changes and
     /// reloaded; 0 turns watching off.
     pub watch_scenarios: u64,
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             max_sessions: 1_000,
             max_body_bytes: 1 << 20,
             cache_dir: None,
+            cache_max_bytes: crate::cache::DEFAULT_MAX_BYTES,
             watch_scenarios: 2_000,
         }
     }
@@ -185,8 +188,10 @@ mod tests {
             r#"
             [server]
             listen = "127.0.0.1:9000"
+            cache_max_bytes = 1000000
             [tenants.acme]
             api_keys = ["acme-key-1"]
+            quota = { memory_bytes = 1048576 }
             [apps.support]
             tenant = "acme"
             scenario = "support.wasm"
@@ -195,6 +200,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), 9000);
+        assert_eq!(config.server.cache_max_bytes, 1_000_000);
+        let quota = &config.tenants["acme"].quota;
+        assert_eq!((quota.memory_bytes, quota.max_sessions), (1 << 20, 500));
         let limits = &config.apps["support"].limits;
         assert_eq!(limits.idle_timeout.as_millis(), 1500);
         assert_eq!(limits.timers, 5);

@@ -96,7 +96,10 @@ impl Server {
             .clone()
             .or_else(ComponentCache::default_dir)
         {
-            Some(dir) if !dir.as_os_str().is_empty() => runtime = runtime.with_cache(dir),
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                let cache = ComponentCache::new(dir).with_max_bytes(settings.cache_max_bytes);
+                runtime = runtime.with_cache_of(cache);
+            }
             _ => {}
         }
         let mut apps = BTreeMap::new();
