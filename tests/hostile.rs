@@ -158,7 +158,7 @@ async fn a_log_line_as_large_as_memory_is_truncated() {
     let shouting = wat::scenario(
         &[(
             "http-request",
-            // 8 MiB of NUL characters (valid UTF-8), logged as one line.
+            // 8 MiB of `a`, logged as one line.
             &format!(
                 "(drop (memory.grow (i32.const 130)))
                  (memory.fill (i32.const 65536) (i32.const 97) (i32.const {LINE}))

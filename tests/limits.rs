@@ -70,23 +70,14 @@ async fn call_attempts_past_the_limit_are_rejected() {
         ..Limits::default()
     };
     let hello = load(&runtime, "hello", limits);
-    let mut watched = start(&runtime, &hello, "").await;
+    let watched = start(&runtime, &hello, "").await;
     for _ in 0..3 {
         watched
             .session
             .incoming_call(IncomingCall::default())
             .unwrap();
     }
-    watched.session.terminate().unwrap();
-    let record = watched.finished().await;
-    assert_eq!(record.delivered("CallAlerting"), 2);
-    assert_eq!(record.capabilities.refusals["calls"]["running"], 1);
-    let host = lines(&record, LogSource::Host);
-    assert!(
-        host.iter()
-            .any(|l| l.contains("2 call attempts per session is the limit")),
-        "{host:?}"
-    );
+    one_call_refused(watched, 2, "2 call attempts per session is the limit").await;
 }
 
 #[tokio::test]
@@ -98,7 +89,7 @@ async fn calls_ringing_past_the_limit_are_rejected() {
     };
     // hello never answers: its calls keep ringing.
     let hello = load(&runtime, "hello", limits);
-    let mut watched = start(&runtime, &hello, "").await;
+    let watched = start(&runtime, &hello, "").await;
     let mut calls = Vec::new();
     for _ in 0..3 {
         calls.push(
@@ -117,16 +108,18 @@ async fn calls_ringing_past_the_limit_are_rejected() {
         .session
         .incoming_call(IncomingCall::default())
         .unwrap();
+    one_call_refused(watched, 3, "2 calls ringing at once is the limit").await;
+}
+
+/// Ends the session; exactly one call was refused, for `reason`, and
+/// `alerting` reached the scenario.
+async fn one_call_refused(mut watched: Watched, alerting: u64, reason: &str) {
     watched.session.terminate().unwrap();
     let record = watched.finished().await;
-    assert_eq!(record.delivered("CallAlerting"), 3);
+    assert_eq!(record.delivered("CallAlerting"), alerting);
     assert_eq!(record.capabilities.refusals["calls"]["running"], 1);
     let host = lines(&record, LogSource::Host);
-    assert!(
-        host.iter()
-            .any(|l| l.contains("2 calls ringing at once is the limit")),
-        "{host:?}"
-    );
+    assert!(host.iter().any(|l| l.contains(reason)), "{host:?}");
 }
 
 #[tokio::test]

@@ -71,51 +71,25 @@ impl Default for Metrics {
             guest_memory_bytes: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "sessions_live",
-            "Sessions running now",
-            metrics.sessions_live.clone(),
-        );
-        registry.register(
-            "sessions_started",
-            "Sessions started",
-            metrics.sessions_started.clone(),
-        );
-        registry.register(
-            "sessions_finished",
-            "Sessions finished, by finish reason",
-            metrics.sessions_finished.clone(),
-        );
-        registry.register(
-            "events_delivered",
-            "Events delivered to scenarios, by kind",
-            metrics.events_delivered.clone(),
-        );
-        registry.register(
-            "handler_seconds",
-            "Time from an event's delivery to its handler's return",
-            metrics.handler_seconds.clone(),
-        );
-        registry.register(
-            "capability_refusals",
-            "Capability refusals, by capability and phase",
-            metrics.refusals.clone(),
-        );
-        registry.register(
-            "outbound_http_requests",
-            "Outbound HTTP requests sent by scenarios",
-            metrics.http_requests.clone(),
-        );
-        registry.register(
-            "quota_refusals",
-            "Session starts refused by a tenant quota",
-            metrics.quota_refusals.clone(),
-        );
-        registry.register(
-            "guest_memory_bytes",
-            "Linear memory held by live sessions",
-            metrics.guest_memory_bytes.clone(),
-        );
+        // Each metric once, under its name and help text.
+        macro_rules! register {
+            ($($name:literal, $help:literal => $metric:expr;)*) => {
+                $(registry.register($name, $help, $metric.clone());)*
+            };
+        }
+        register! {
+            "sessions_live", "Sessions running now" => metrics.sessions_live;
+            "sessions_started", "Sessions started" => metrics.sessions_started;
+            "sessions_finished", "Sessions finished, by finish reason" => metrics.sessions_finished;
+            "events_delivered", "Events delivered to scenarios, by kind" => metrics.events_delivered;
+            "handler_seconds", "Time from an event's delivery to its handler's return"
+                => metrics.handler_seconds;
+            "capability_refusals", "Capability refusals, by capability and phase" => metrics.refusals;
+            "outbound_http_requests", "Outbound HTTP requests sent by scenarios"
+                => metrics.http_requests;
+            "quota_refusals", "Session starts refused by a tenant quota" => metrics.quota_refusals;
+            "guest_memory_bytes", "Linear memory held by live sessions" => metrics.guest_memory_bytes;
+        }
         let events_by_kind = EventKind::ALL
             .iter()
             .map(|kind| {

@@ -13,7 +13,6 @@ use tokio::sync::Semaphore;
 pub struct SharedLimits {
     memory_bytes: usize,
     memory_in_use: AtomicUsize,
-    http_concurrent: usize,
     http_turns: Arc<Semaphore>,
 }
 
@@ -25,7 +24,6 @@ impl SharedLimits {
         Arc::new(SharedLimits {
             memory_bytes,
             memory_in_use: AtomicUsize::new(0),
-            http_concurrent,
             http_turns: Arc::new(Semaphore::new(http_concurrent)),
         })
     }
@@ -37,10 +35,6 @@ impl SharedLimits {
     /// Guest memory the group's sessions hold now.
     pub fn memory_in_use(&self) -> usize {
         self.memory_in_use.load(Ordering::Acquire)
-    }
-
-    pub fn http_concurrent(&self) -> usize {
-        self.http_concurrent
     }
 
     /// Takes `bytes` of the shared memory, if that many are left.
