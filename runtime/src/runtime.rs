@@ -26,14 +26,14 @@ use crate::scenario::{Scenario, check_bytes, one_line, prelink};
 use crate::session::budget::{self, Budget, MemoryLimit};
 use crate::session::{Driver, EventSink, Observer, SessionHandle};
 use crate::shared_limits::SharedLimits;
-use crate::telephony::{InProcessTelephony, Telephony};
+use crate::telephony::{Dialer, InProcessDialer};
 
 pub struct Runtime {
     engine: Engine,
     config: EngineConfig,
     linker: Linker<SessionState>,
     cache: Option<ComponentCache>,
-    telephony: Arc<dyn Telephony>,
+    dialer: Arc<dyn Dialer>,
     /// One permit per pool slot: a start beyond capacity is refused cleanly
     /// instead of failing inside the allocator.
     capacity: Arc<Semaphore>,
@@ -118,7 +118,7 @@ impl Runtime {
             config,
             linker,
             cache: None,
-            telephony: Arc::new(InProcessTelephony),
+            dialer: Arc::new(InProcessDialer),
             metrics: Arc::default(),
             _ticker: ticker,
         })
@@ -136,9 +136,10 @@ impl Runtime {
         self
     }
 
-    /// Replaces the in-process telephony.
-    pub fn with_telephony(mut self, telephony: Arc<dyn Telephony>) -> Self {
-        self.telephony = telephony;
+    /// Places the scenarios' outbound calls with `dialer` (by default they
+    /// are answered in process, at once).
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> Self {
+        self.dialer = dialer;
         self
     }
 
@@ -242,7 +243,13 @@ impl Runtime {
                 terminate_requested: false,
             },
             timers: Default::default(),
-            calls: Calls::new(Arc::clone(&self.telephony), events.clone()),
+            calls: Calls::new(
+                Arc::clone(&self.dialer),
+                events.clone(),
+                log.clone(),
+                Arc::clone(&limits),
+                Arc::clone(&scenario.http_rules),
+            ),
             sockets: Default::default(),
             http: HttpState::new(
                 Arc::clone(&limits),

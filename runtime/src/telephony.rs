@@ -1,12 +1,21 @@
 //! The telephony side: what carries out a scenario's call actions and brings
 //! the far end's answers back as call events.
 //!
-//! Sessionbox talks to telephony through [`Telephony`] only. Until SIP
-//! arrives, [`InProcessTelephony`] stands in for the network: every action
-//! succeeds at once and its outcome is queued as the event a real call would
-//! produce, so call-handling scenarios can be written and tested today.
+//! Each call has a [`CallLink`], its far end: the session hands it the
+//! scenario's actions, and the link reports outcomes through the call's
+//! [`CallContext`]. Where calls come from decides the link: SIP calls
+//! ([`crate::sip`]) have one that drives real signalling and media; calls
+//! from the API or the command line have an [`InProcessLink`], which answers
+//! every action at once as a real far end eventually would. Outbound calls
+//! are placed by the runtime's [`Dialer`].
 
+use std::sync::Arc;
+
+use crate::bindings::Header;
 use crate::capabilities::calls::CallId;
+use crate::capabilities::http::destination::HostRule;
+use crate::limits::Limits;
+use crate::log::{LogSource, SessionLog};
 use crate::session::{Event, EventSink};
 
 /// A signalling-level action on a call, as the scenario asked for it.
@@ -29,28 +38,148 @@ pub enum CallAction {
     },
 }
 
-/// Carries out call actions. `events` is the session's queue: outcomes
-/// (connected, playback finished, ...) are sent there, in the order the far
-/// end produces them.
-pub trait Telephony: Send + Sync + 'static {
-    fn act(&self, call: CallId, action: CallAction, events: &EventSink);
+/// The far end of one call. Dropping it (the session ended, however it
+/// ended) must end the call.
+pub trait CallLink: Send + Sync + 'static {
+    fn act(&self, action: CallAction);
 }
 
-/// Telephony without a network: each action's outcome follows immediately.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct InProcessTelephony;
+/// Connects an incoming call's far end once the session has taken the call
+/// and numbered it.
+pub type ConnectCall = Box<dyn FnOnce(CallContext) -> Box<dyn CallLink> + Send>;
 
-impl Telephony for InProcessTelephony {
-    fn act(&self, call: CallId, action: CallAction, events: &EventSink) {
-        let outcome = match action {
-            CallAction::Answer => Event::CallConnected { call },
-            CallAction::Hangup => Event::CallDisconnected { call },
-            CallAction::Say { .. } | CallAction::Play { .. } => {
-                Event::CallPlaybackFinished { call }
-            }
+/// What the telephony side knows of the session a call belongs to: where its
+/// events go, its log, and the app's rules for fetching prompts.
+#[derive(Clone)]
+pub struct CallContext {
+    pub call: CallId,
+    events: EventSink,
+    log: SessionLog,
+    pub limits: Arc<Limits>,
+    pub http_rules: Arc<[HostRule]>,
+}
+
+impl CallContext {
+    pub(crate) fn new(
+        call: CallId,
+        events: EventSink,
+        log: SessionLog,
+        limits: Arc<Limits>,
+        http_rules: Arc<[HostRule]>,
+    ) -> Self {
+        CallContext {
+            call,
+            events,
+            log,
+            limits,
+            http_rules,
+        }
+    }
+
+    pub fn connected(&self) {
+        self.events
+            .send_from_host(Event::CallConnected { call: self.call });
+    }
+
+    /// A connected call ended, or an incoming one was given up by its caller.
+    pub fn disconnected(&self) {
+        self.events
+            .send_from_host(Event::CallDisconnected { call: self.call });
+    }
+
+    /// The call ended without connecting; `code` is the SIP status.
+    pub fn failed(&self, code: u16, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.events.send_from_host(Event::CallFailed {
+            call: self.call,
+            code,
+            reason,
+        });
+    }
+
+    pub fn message(&self, text: String) {
+        self.events.send_from_host(Event::CallMessageReceived {
+            call: self.call,
+            text,
+        });
+    }
+
+    pub fn tone(&self, tone: String) {
+        self.events.send_from_host(Event::CallToneReceived {
+            call: self.call,
+            tone,
+        });
+    }
+
+    pub fn playback_finished(&self) {
+        self.events
+            .send_from_host(Event::CallPlaybackFinished { call: self.call });
+    }
+
+    /// A line in the session log from the host about this call (e.g. why a
+    /// prompt could not be played).
+    pub fn note(&self, line: &str) {
+        self.log
+            .write(LogSource::Host, &format!("call {}: {line}", self.call));
+    }
+}
+
+/// An outbound call as the scenario asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct DialRequest {
+    /// The number or SIP user to call.
+    pub number: String,
+    /// Presented as the caller (the trunk's user by default).
+    pub caller_id: Option<String>,
+    pub display_name: Option<String>,
+    /// Custom (X-) headers for the INVITE.
+    pub headers: Vec<Header>,
+}
+
+/// Places outbound calls.
+pub trait Dialer: Send + Sync + 'static {
+    /// Starts calling. The outcome (connected, or failed with the SIP code)
+    /// is reported through `context`; `Err` refuses at once and says why.
+    fn dial(&self, request: DialRequest, context: CallContext)
+    -> Result<Box<dyn CallLink>, String>;
+}
+
+/// A far end without a network: each action's outcome follows immediately.
+pub struct InProcessLink(pub CallContext);
+
+impl CallLink for InProcessLink {
+    fn act(&self, action: CallAction) {
+        match action {
+            CallAction::Answer => self.0.connected(),
+            CallAction::Hangup => self.0.disconnected(),
+            CallAction::Say { .. } | CallAction::Play { .. } => self.0.playback_finished(),
             // The far end takes a rejection or a message without a reply.
-            CallAction::Reject { .. } | CallAction::SendMessage { .. } => return,
-        };
-        events.send_from_host(outcome);
+            CallAction::Reject { .. } | CallAction::SendMessage { .. } => {}
+        }
+    }
+}
+
+/// Outbound calls without a network: every call is answered at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InProcessDialer;
+
+impl Dialer for InProcessDialer {
+    fn dial(
+        &self,
+        _request: DialRequest,
+        context: CallContext,
+    ) -> Result<Box<dyn CallLink>, String> {
+        context.connected();
+        Ok(Box::new(InProcessLink(context)))
+    }
+}
+
+/// No outbound calls: what a node with SIP but no trunk does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoDialer;
+
+impl Dialer for NoDialer {
+    fn dial(&self, _: DialRequest, _: CallContext) -> Result<Box<dyn CallLink>, String> {
+        Err("this node has no SIP trunk for outbound calls".into())
     }
 }

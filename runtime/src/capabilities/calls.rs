@@ -1,9 +1,10 @@
 //! `calls`: the calls in a session and the actions a scenario takes on them.
 //!
 //! The host keeps each call's state; the guest holds `call` resources that
-//! name a call by id. Actions go to the [`Telephony`] side, whose outcomes
-//! come back as events; the state moves when those events are delivered, so
-//! the scenario never sees a state its events have not told it about.
+//! name a call by id. Actions go to the call's [`CallLink`] (its far end),
+//! whose outcomes come back as events; the state moves when those events are
+//! delivered, so the scenario never sees a state its events have not told it
+//! about.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +13,13 @@ use tokio::time::Instant;
 use wasmtime::component::Resource;
 
 use super::{SessionState, running_only};
-use crate::bindings::sessionbox::scenario::calls::{self, CallState};
+use crate::bindings::sessionbox::scenario::calls::{self, CallState, DialOptions};
 use crate::bindings::{Capability, Refusal};
+use crate::capabilities::http::destination::HostRule;
+use crate::limits::Limits;
+use crate::log::SessionLog;
 use crate::session::EventSink;
-use crate::telephony::{CallAction, Telephony};
+use crate::telephony::{CallAction, CallContext, CallLink, DialRequest, Dialer};
 
 pub type CallId = u32;
 
@@ -25,13 +29,21 @@ pub struct CallHandle {
 }
 
 pub(crate) struct Calls {
-    telephony: Arc<dyn Telephony>,
+    dialer: Arc<dyn Dialer>,
+    /// What each call's far end is given to report back with.
     events: EventSink,
+    log: SessionLog,
+    limits: Arc<Limits>,
+    http_rules: Arc<[HostRule]>,
     legs: BTreeMap<CallId, Leg>,
     attempts: usize,
+    /// Ids of outbound calls; incoming calls are numbered by the session
+    /// handle, from 1 up, so these count down from the top.
+    next_outbound: CallId,
 }
 
 struct Leg {
+    link: Box<dyn CallLink>,
     state: LegState,
     alerting_since: Instant,
     /// The scenario has seen this call's disconnected or failed event.
@@ -40,6 +52,8 @@ struct Leg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegState {
+    /// Outbound, not yet answered.
+    Dialing,
     Alerting,
     /// Answered by the scenario, not yet connected.
     Answering,
@@ -50,44 +64,77 @@ enum LegState {
 
 impl LegState {
     fn is_live(self) -> bool {
-        matches!(self, Self::Alerting | Self::Answering | Self::Connected)
+        matches!(
+            self,
+            Self::Dialing | Self::Alerting | Self::Answering | Self::Connected
+        )
     }
 }
 
 impl Calls {
-    pub fn new(telephony: Arc<dyn Telephony>, events: EventSink) -> Self {
+    pub fn new(
+        dialer: Arc<dyn Dialer>,
+        events: EventSink,
+        log: SessionLog,
+        limits: Arc<Limits>,
+        http_rules: Arc<[HostRule]>,
+    ) -> Self {
         Calls {
-            telephony,
+            dialer,
             events,
+            log,
+            limits,
+            http_rules,
             legs: BTreeMap::new(),
             attempts: 0,
+            next_outbound: CallId::MAX,
         }
+    }
+
+    /// What the far end of `call` reports back with.
+    pub fn context(&self, call: CallId) -> CallContext {
+        CallContext::new(
+            call,
+            self.events.clone(),
+            self.log.clone(),
+            Arc::clone(&self.limits),
+            Arc::clone(&self.http_rules),
+        )
     }
 
     /// Admits an incoming call, or rejects it (403, as VoxEngine does) and
     /// says why: the call-attempt limit, or the limit of calls ringing at
     /// once.
-    pub fn admit(&mut self, call: CallId, attempts: usize, ringing: usize) -> Result<(), String> {
-        let refusal = if self.attempts >= attempts {
-            Some(format!("{attempts} call attempts per session is the limit"))
-        } else if self.ringing() >= ringing {
-            Some(format!("{ringing} calls ringing at once is the limit"))
-        } else {
-            None
-        };
+    pub fn admit(&mut self, call: CallId, link: Box<dyn CallLink>) -> Result<(), String> {
+        let refusal = self.attempt_refused().or_else(|| {
+            let ringing = self.limits.calls_ringing;
+            (self.ringing() >= ringing)
+                .then(|| format!("{ringing} calls ringing at once is the limit"))
+        });
         if let Some(reason) = refusal {
-            self.telephony
-                .act(call, CallAction::Reject { code: 403 }, &self.events);
+            link.act(CallAction::Reject { code: 403 });
             return Err(reason);
         }
         self.attempts += 1;
+        self.insert(call, link, LegState::Alerting);
+        Ok(())
+    }
+
+    /// Why another call attempt is refused, if it is.
+    fn attempt_refused(&self) -> Option<String> {
+        let attempts = self.limits.calls_per_session;
+        (self.attempts >= attempts)
+            .then(|| format!("{attempts} call attempts per session is the limit"))
+    }
+
+    fn insert(&mut self, call: CallId, link: Box<dyn CallLink>, state: LegState) {
         let leg = Leg {
-            state: LegState::Alerting,
+            link,
+            state,
             alerting_since: Instant::now(),
             end_delivered: false,
         };
         self.legs.insert(call, leg);
-        Ok(())
     }
 
     /// Incoming calls not yet answered or ended.
@@ -107,7 +154,12 @@ impl Calls {
     /// event is not delivered) unless the call was waiting for it.
     pub fn on_connected(&mut self, call: CallId) -> bool {
         match self.legs.get_mut(&call) {
-            Some(leg) if matches!(leg.state, LegState::Alerting | LegState::Answering) => {
+            Some(leg)
+                if matches!(
+                    leg.state,
+                    LegState::Dialing | LegState::Alerting | LegState::Answering
+                ) =>
+            {
                 leg.state = LegState::Connected;
                 true
             }
@@ -143,11 +195,12 @@ impl Calls {
             .is_some_and(|leg| leg.state == LegState::Connected)
     }
 
-    /// The alerting call that has waited longest, and when it must be dropped.
+    /// The unanswered call (incoming or outbound) that has waited longest,
+    /// and when it must be dropped.
     pub fn next_unanswered(&self, limit: std::time::Duration) -> Option<(Instant, CallId)> {
         self.legs
             .iter()
-            .filter(|(_, leg)| leg.state == LegState::Alerting)
+            .filter(|(_, leg)| matches!(leg.state, LegState::Alerting | LegState::Dialing))
             .map(|(&id, leg)| (leg.alerting_since + limit, id))
             .min()
     }
@@ -155,24 +208,24 @@ impl Calls {
     /// Ends every live call without telling the scenario (entering
     /// Terminating: the session's calls end with it).
     pub fn end_all(&mut self) {
-        for (&id, leg) in &mut self.legs {
+        for leg in self.legs.values_mut() {
             if leg.state.is_live() {
                 let action = if leg.state == LegState::Alerting {
                     CallAction::Reject { code: 480 }
                 } else {
                     CallAction::Hangup
                 };
-                self.telephony.act(id, action, &self.events);
+                leg.link.act(action);
                 leg.state = LegState::Disconnected;
             }
         }
     }
 
-    /// Drops an unanswered call (the unanswered-call limit).
+    /// Drops an unanswered call (the unanswered-call limit): an incoming one
+    /// is rejected, an outbound one cancelled.
     pub fn drop_unanswered(&mut self, call: CallId) {
         if let Some(leg) = self.legs.get_mut(&call) {
-            self.telephony
-                .act(call, CallAction::Reject { code: 480 }, &self.events);
+            leg.link.act(CallAction::Reject { code: 480 });
             leg.state = LegState::Failed;
         }
     }
@@ -226,7 +279,7 @@ impl SessionState {
             CallAction::Hangup => leg.state = LegState::Disconnected,
             _ => {}
         }
-        self.calls.telephony.act(id, action, &self.calls.events);
+        leg.link.act(action);
         Ok(Ok(()))
     }
 }
@@ -242,7 +295,45 @@ fn verb(action: &CallAction) -> &'static str {
     }
 }
 
-impl calls::Host for SessionState {}
+impl calls::Host for SessionState {
+    fn dial(
+        &mut self,
+        number: String,
+        options: DialOptions,
+    ) -> wasmtime::Result<Result<Resource<CallHandle>, Refusal>> {
+        let id = self.calls.next_outbound;
+        let mut rule = running_only(self.phase(), "calls").and_then(|()| {
+            if let Some(reason) = self.calls.attempt_refused() {
+                return Err(reason);
+            }
+            if number.is_empty() || number.len() > 256 || number.chars().any(char::is_control) {
+                return Err(format!("{number:?} is not a number to dial"));
+            }
+            Ok(())
+        });
+        let mut link = None;
+        if rule.is_ok() {
+            let request = DialRequest {
+                number,
+                caller_id: options.caller_id,
+                display_name: options.display_name,
+                headers: options.headers,
+            };
+            match self.calls.dialer.dial(request, self.calls.context(id)) {
+                Ok(placed) => link = Some(placed),
+                Err(reason) => rule = Err(reason),
+            }
+        }
+        if let Err(refusal) = self.permit(Capability::Calls, rule) {
+            return Ok(Err(refusal));
+        }
+        let link = link.expect("a permitted dial has placed its call");
+        self.calls.next_outbound -= 1;
+        self.calls.attempts += 1;
+        self.calls.insert(id, link, LegState::Dialing);
+        Ok(Ok(self.table.push(CallHandle { id })?))
+    }
+}
 
 impl calls::HostCall for SessionState {
     fn id(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<CallId> {
@@ -252,7 +343,9 @@ impl calls::HostCall for SessionState {
     fn state(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<CallState> {
         let id = self.table.get(&call)?.id;
         Ok(match self.calls.legs.get(&id).map(|leg| leg.state) {
-            Some(LegState::Alerting | LegState::Answering) => CallState::Alerting,
+            Some(LegState::Dialing | LegState::Alerting | LegState::Answering) => {
+                CallState::Alerting
+            }
             Some(LegState::Connected) => CallState::Connected,
             Some(LegState::Disconnected) => CallState::Disconnected,
             Some(LegState::Failed) | None => CallState::Failed,

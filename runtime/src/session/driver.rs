@@ -219,10 +219,14 @@ impl Driver {
     /// Delivers one event from the queue.
     async fn dispatch(&mut self, event: Event) -> Result<(), Failure> {
         match event {
-            Event::CallAlerting { call, incoming } => {
-                let (attempts, ringing) =
-                    (self.limits.calls_per_session, self.limits.calls_ringing);
-                if let Err(reason) = self.store.data_mut().calls.admit(call, attempts, ringing) {
+            Event::CallAlerting {
+                call,
+                incoming,
+                connect,
+            } => {
+                let calls = &mut self.store.data_mut().calls;
+                let link = connect(calls.context(call));
+                if let Err(reason) = calls.admit(call, link) {
                     let state = self.store.data_mut();
                     state.refuse(crate::bindings::Capability::Calls, reason);
                     return Ok(());

@@ -6,6 +6,7 @@ use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use crate::capabilities::calls::CallId;
 use crate::capabilities::websockets::{SocketCommand, SocketId};
 use crate::session::SessionError;
+use crate::telephony::ConnectCall;
 
 /// An incoming call as the telephony side presents it.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +120,7 @@ pub(crate) enum Event {
     CallAlerting {
         call: CallId,
         incoming: IncomingCall,
+        connect: ConnectCall,
     },
     HttpRequest {
         request: HttpRequestEvent,

@@ -25,6 +25,7 @@ use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use crate::capabilities::calls::CallId;
 use crate::capabilities::websockets::{SocketCommand, SocketId};
 use crate::log::{LogContents, LogLine, SessionLog};
+use crate::telephony::{ConnectCall, InProcessLink};
 
 /// What a session tells its observer as it happens.
 #[derive(Debug, Clone)]
@@ -128,11 +129,29 @@ impl SessionHandle {
         response.await.unwrap_or(Err(SessionError::Finished))
     }
 
-    /// An incoming call reaches the session (CallAlerting). Returns the id
-    /// its later events are named by.
+    /// An incoming call without a network behind it (from the API or the
+    /// command line) reaches the session (CallAlerting). Returns the id its
+    /// later events are named by.
     pub fn incoming_call(&self, incoming: IncomingCall) -> Result<CallId, SessionError> {
+        self.incoming_call_via(
+            incoming,
+            Box::new(|context| Box::new(InProcessLink(context))),
+        )
+    }
+
+    /// An incoming call reaches the session (CallAlerting); `connect` makes
+    /// its far end when the session takes it (not at all when this fails).
+    pub fn incoming_call_via(
+        &self,
+        incoming: IncomingCall,
+        connect: ConnectCall,
+    ) -> Result<CallId, SessionError> {
         let call = self.next_id();
-        self.0.events.send(Event::CallAlerting { call, incoming })?;
+        self.0.events.send(Event::CallAlerting {
+            call,
+            incoming,
+            connect,
+        })?;
         Ok(call)
     }
 

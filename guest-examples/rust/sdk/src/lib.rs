@@ -99,6 +99,27 @@ pub mod timers {
     };
 }
 
+/// Outbound calls, placed through the node's SIP trunk. The call's
+/// [`Scenario::call_connected`] or [`Scenario::call_failed`] tells how it went.
+pub mod calls {
+    pub use crate::bindings::sessionbox::scenario::calls::DialOptions;
+
+    /// Calls `number` as the trunk's user, with no custom headers.
+    pub fn dial(number: &str) -> Result<crate::Call, crate::Refusal> {
+        let options = DialOptions {
+            caller_id: None,
+            display_name: None,
+            headers: Vec::new(),
+        };
+        dial_with(number, &options)
+    }
+
+    /// Calls `number` with a caller id, display name or X- headers.
+    pub fn dial_with(number: &str, options: &DialOptions) -> Result<crate::Call, crate::Refusal> {
+        crate::bindings::sessionbox::scenario::calls::dial(number, options)
+    }
+}
+
 /// Why the host did not do what the scenario asked.
 ///
 /// Displays as `{capability} refused in {phase}: {reason}`, e.g.
