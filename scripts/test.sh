@@ -11,10 +11,15 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
 
 step() { echo "== $*" >&2; }
 
-# The serve tests drive the server with curl, as the README shows.
-if ! command -v curl >/dev/null; then
-  step "installing curl"
-  apt-get update && apt-get install -y curl
+# The serve tests drive the server with curl, as the README shows; the SIP
+# tests call it with sipp (Debian's sip-tester).
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v sipp >/dev/null || missing+=(sip-tester)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update && as_root apt-get install -y "${missing[@]}"
 fi
 
 step "guest components"
@@ -35,5 +40,6 @@ cargo test --locked
 # (RUST_BACKTRACE makes wasmtime capture a backtrace per error it builds.)
 step "benchmark smoke run"
 scripts/bench.sh --smoke
+scripts/bench-sip.sh --smoke
 env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench fairness -- --smoke
 env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench languages -- --smoke

@@ -99,7 +99,7 @@ async fn serve() -> Running {
     let config = Config::parse(&config_text(dir.path())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = Server::new(config, url.clone()).unwrap();
+    let server = Server::new(config, url.clone()).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::serve(Arc::clone(&server), listener, async {
         let _ = stopped.await;

@@ -19,7 +19,7 @@ export CARGO_TARGET_DIR=${SESSIONBOX_GUEST_TARGET:-$HOME/.cache/sessionbox/guest
 # use underscores; ours use dashes).
 workspaces=(
   "$here:hello call-handler remote-control farewell"
-  "$root/tests/guests:phase-probe bench-echo fetcher"
+  "$root/tests/guests:phase-probe bench-echo fetcher sip-probe"
 )
 
 say() { echo "== $*" >&2; }

@@ -13,16 +13,22 @@
 //! tenant = "acme"
 //! scenario = "scenarios/support.wasm"   # relative to this file
 //! limits = { idle_timeout = 30000 }      # milliseconds; see `Limits`
+//!
+//! [sip]                                  # off unless present
+//! listen = "127.0.0.1:5060"              # UDP and TCP
+//! routes = [{ number = "^1000$", app = "support-line" }]
+//! trunk = { address = "sip.example.net:5060", username = "u", password = "p" }
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::limits::Limits;
+use crate::sip::Trunk;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +39,33 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    /// The SIP listener and trunk; without it calls come only from the API.
+    pub sip: Option<SipConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Where SIP is heard, on UDP and TCP alike.
+    pub listen: SocketAddr,
+    /// The address callers reach this node at, given in Contact and SDP;
+    /// needed when `listen` is a wildcard address.
+    pub public_address: Option<IpAddr>,
+    /// Which app takes a call, by the number called: the first route whose
+    /// pattern (a regular expression) matches the request URI's user.
+    #[serde(default)]
+    pub routes: Vec<SipRoute>,
+    /// Where the scenarios' outbound calls go; without it `dial` is refused.
+    pub trunk: Option<Trunk>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipRoute {
+    /// A regular expression over the called number (anchor it with `^…$`
+    /// to match the whole number).
+    pub number: String,
+    pub app: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +205,19 @@ impl Config {
                     "apps.{app}.tenant: there is no tenant named {:?}",
                     settings.tenant
                 );
+            }
+        }
+        if let Some(sip) = &self.sip {
+            for (index, route) in sip.routes.iter().enumerate() {
+                if !self.apps.contains_key(&route.app) {
+                    bail!(
+                        "sip.routes[{index}].app: there is no app named {:?}",
+                        route.app
+                    );
+                }
+                if let Err(error) = regex::Regex::new(&route.number) {
+                    bail!("sip.routes[{index}].number: {error}");
+                }
             }
         }
         Ok(())

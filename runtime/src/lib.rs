@@ -32,6 +32,7 @@ pub mod scenario;
 pub mod server;
 pub mod session;
 pub mod shared_limits;
+pub mod sip;
 pub mod storage;
 pub mod telephony;
 

@@ -55,8 +55,10 @@ pub struct Limits {
     pub log_line_chars: usize,
     /// Bytes of a session's whole log; later lines are counted, not kept.
     pub log_bytes: usize,
-    /// Bytes of one message sent on a call.
+    /// Bytes of one message sent on a call, either way.
     pub call_message_bytes: usize,
+    /// Bytes of a prompt file `play` fetches (a WAV; 8 kB is a second).
+    pub prompt_bytes: usize,
     /// Bytes of one WebSocket message, either way.
     pub websocket_message_bytes: usize,
     /// Hosts outbound HTTP may reach: `*`, `host`, `*.domain`, each
@@ -98,6 +100,7 @@ impl Default for Limits {
             log_line_chars: 15_000,
             log_bytes: 1 << 20,
             call_message_bytes: 8_192,
+            prompt_bytes: 4 << 20,
             websocket_message_bytes: 64 << 10,
             queued_events: 1_024,
             http_answer_bytes: 1 << 20,

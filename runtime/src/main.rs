@@ -262,7 +262,7 @@ async fn serve(
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
     let apps: Vec<String> = config.apps.keys().cloned().collect();
-    let server = Server::new(config, public_url.clone())?;
+    let server = Server::new(config, public_url.clone()).await?;
     println!(
         "sessionbox listening on {public_url} (apps: {})",
         apps.join(", ")

@@ -186,5 +186,6 @@ pub fn greedy() -> Vec<u8> {
 }
 
 pub mod origin;
+pub mod sipp;
 pub mod wat;
 pub mod webhook;

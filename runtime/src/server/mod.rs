@@ -9,6 +9,7 @@ mod access;
 mod api;
 mod error;
 mod quota;
+mod sip;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ use error::ApiError;
 
 pub use api::router;
 
+/// Finished records kept for a slow listener of [`Server::finished_sessions`].
+const FINISHED_BACKLOG: usize = 1_024;
+
 /// The scenario `serve` runs when it is given no config: the
 /// remote-control example (guest-examples/rust/remote-control), built.
 pub const BUNDLED_SCENARIO: &[u8] = include_bytes!("../../assets/remote-control.wasm");
@@ -44,6 +48,10 @@ pub struct Server {
     apps: RwLock<BTreeMap<String, App>>,
     live: Mutex<HashMap<String, Live>>,
     storage: Storage,
+    /// The SIP listener and the routes of incoming calls to apps.
+    sip: Option<sip::SipFront>,
+    /// Every session's record as it finishes, for whoever listens.
+    finished: tokio::sync::broadcast::Sender<Arc<crate::session::SessionRecord>>,
 }
 
 #[derive(Clone)]
@@ -74,8 +82,9 @@ pub struct Started {
 
 impl Server {
     /// Builds the server from a config: the runtime, every app's scenario
-    /// (each validated; a bad one stops the start, naming it), the history.
-    pub fn new(config: Config, public_url: String) -> Result<Arc<Server>> {
+    /// (each validated; a bad one stops the start, naming it), the history,
+    /// and the SIP listener when the config has one (serving from here on).
+    pub async fn new(config: Config, public_url: String) -> Result<Arc<Server>> {
         let settings = config.server.clone();
         // Pool slots as large as the largest memory limit of any app.
         let defaults = EngineConfig::default();
@@ -90,6 +99,14 @@ impl Server {
             ..defaults
         };
         let mut runtime = Runtime::new(engine)?;
+        let sip = match &config.sip {
+            Some(settings) => {
+                let front = sip::SipFront::bind(settings).await?;
+                runtime = runtime.with_dialer(front.dialer(settings)?);
+                Some(front)
+            }
+            None => None,
+        };
         // An empty cache_dir turns the cache off.
         match settings
             .cache_dir
@@ -135,7 +152,7 @@ impl Server {
                 "sessions live at the last shutdown were marked interrupted"
             );
         }
-        Ok(Arc::new(Server {
+        let server = Arc::new(Server {
             runtime,
             settings,
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -149,7 +166,26 @@ impl Server {
             apps: RwLock::new(apps),
             live: Mutex::new(HashMap::new()),
             storage,
-        }))
+            sip,
+            finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
+        });
+        if let Some(sip) = &server.sip {
+            sip.serve(Arc::downgrade(&server));
+        }
+        Ok(server)
+    }
+
+    /// The records of sessions as they finish from now on (a listener that
+    /// falls more than a thousand behind misses some).
+    pub fn finished_sessions(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<crate::session::SessionRecord>> {
+        self.finished.subscribe()
+    }
+
+    /// Where the SIP listener is, when there is one.
+    pub fn sip_addr(&self) -> Option<std::net::SocketAddr> {
+        self.sip.as_ref().map(sip::SipFront::local_addr)
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -263,6 +299,8 @@ impl Server {
             Box::new(move |record: Arc<crate::session::SessionRecord>| {
                 let retire = Arc::clone(&server);
                 let id = record.id.clone();
+                // Nobody listening is fine.
+                let _ = server.finished.send(Arc::clone(&record));
                 server.storage.finished(session, record, move || {
                     retire.retire(&id);
                 });
@@ -392,6 +430,10 @@ impl Server {
         let all = futures_util::future::join_all(handles.iter().map(SessionHandle::finished));
         if tokio::time::timeout(deadline, all).await.is_err() {
             tracing::warn!("some sessions did not finish within the shutdown deadline");
+        }
+        // Last: the calls of the sessions that ended needed it for their BYEs.
+        if let Some(sip) = &self.sip {
+            sip.stop_listening();
         }
         self.storage.close();
     }

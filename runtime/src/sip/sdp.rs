@@ -1,0 +1,193 @@
+//! SDP, as far as a G.711 voice call needs it: where the far end wants its
+//! audio, which codecs it takes, and our offer or answer.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// The G.711 codecs, by their static RTP payload types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// μ-law.
+    Pcmu = 0,
+    /// A-law.
+    Pcma = 8,
+}
+
+impl Codec {
+    fn from_payload_type(pt: u8) -> Option<Codec> {
+        match pt {
+            0 => Some(Codec::Pcmu),
+            8 => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+
+    pub fn payload_type(self) -> u8 {
+        self as u8
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+}
+
+/// The payload type we offer for RFC 4733 telephone events.
+pub const TELEPHONE_EVENT: u8 = 101;
+
+/// The far end's audio, from its offer or answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAudio {
+    /// Where to send RTP.
+    pub addr: SocketAddr,
+    /// The first G.711 codec the far end listed (its preference).
+    pub codec: Codec,
+    /// Its payload type for telephone events, when it takes them.
+    pub telephone_event: Option<u8>,
+}
+
+/// Reads the first audio stream of an SDP body.
+pub fn parse(body: &[u8]) -> Result<RemoteAudio, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the SDP is not UTF-8".to_owned())?;
+    let mut session_ip = None;
+    let mut media_ip = None;
+    let mut audio: Option<(u16, Vec<u8>)> = None;
+    let mut telephone_event = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(connection) = line.strip_prefix("c=") {
+            let ip = parse_connection(connection)?;
+            // A c= line after the audio m= line belongs to that stream.
+            match audio {
+                Some(_) => media_ip = media_ip.or(Some(ip)),
+                None => session_ip = Some(ip),
+            }
+        } else if let Some(media) = line.strip_prefix("m=") {
+            if audio.is_some() {
+                break; // only the first audio stream is used
+            }
+            let mut fields = media.split_whitespace();
+            if fields.next() != Some("audio") {
+                continue;
+            }
+            let port = fields
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| format!("bad media line {line:?}"))?;
+            let _profile = fields.next();
+            let payload_types = fields.filter_map(|pt| pt.parse().ok()).collect();
+            audio = Some((port, payload_types));
+        } else if let Some(rtpmap) = line.strip_prefix("a=rtpmap:")
+            && audio.is_some()
+            && let Some((pt, encoding)) = rtpmap.split_once(' ')
+            && encoding
+                .to_ascii_lowercase()
+                .starts_with("telephone-event/8000")
+        {
+            telephone_event = pt.parse().ok();
+        }
+    }
+    let (port, payload_types) = audio.ok_or("the SDP has no audio stream")?;
+    let ip = media_ip
+        .or(session_ip)
+        .ok_or("the SDP has no connection address")?;
+    let codec = payload_types
+        .iter()
+        .find_map(|&pt| Codec::from_payload_type(pt))
+        .ok_or("the SDP offers neither PCMU nor PCMA")?;
+    Ok(RemoteAudio {
+        addr: SocketAddr::new(ip, port),
+        codec,
+        telephone_event: telephone_event.filter(|pt| payload_types.contains(pt)),
+    })
+}
+
+fn parse_connection(connection: &str) -> Result<IpAddr, String> {
+    let mut fields = connection.split_whitespace();
+    let (_net, _kind, address) = (fields.next(), fields.next(), fields.next());
+    address
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .ok_or_else(|| format!("bad connection line {connection:?}"))
+}
+
+/// Our description: audio at `addr`, the `codecs` in order of preference,
+/// and telephone events (RFC 4733) at `telephone_event`.
+pub fn describe(addr: SocketAddr, codecs: &[Codec], telephone_event: u8) -> Vec<u8> {
+    let family = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    let ip = addr.ip();
+    let session = rand_u32();
+    let mut payload_types: Vec<String> = codecs
+        .iter()
+        .map(|c| c.payload_type().to_string())
+        .collect();
+    payload_types.push(telephone_event.to_string());
+    let mut sdp = format!(
+        "v=0\r\no=sessionbox {session} {session} IN {family} {ip}\r\ns=sessionbox\r\n\
+         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
+        addr.port(),
+        payload_types.join(" ")
+    );
+    for codec in codecs {
+        sdp += &format!(
+            "a=rtpmap:{} {}/8000\r\n",
+            codec.payload_type(),
+            codec.name()
+        );
+    }
+    sdp += &format!(
+        "a=rtpmap:{telephone_event} telephone-event/8000\r\na=fmtp:{telephone_event} 0-15\r\n\
+         a=ptime:20\r\na=sendrecv\r\n"
+    );
+    sdp.into_bytes()
+}
+
+pub(crate) fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the OS random source failed");
+    u32::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
+        c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0 101\r\n\
+        a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    #[test]
+    fn an_offer_gives_address_codec_and_events() {
+        let audio = parse(SIPP_OFFER.as_bytes()).unwrap();
+        assert_eq!(audio.addr, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(audio.codec, Codec::Pcma, "the far end's first choice");
+        assert_eq!(audio.telephone_event, Some(101));
+    }
+
+    #[test]
+    fn media_level_connection_wins_and_unknown_codecs_are_refused() {
+        let offer = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 7000 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\r\n";
+        assert_eq!(
+            parse(offer.as_bytes()).unwrap().addr,
+            "10.0.0.2:7000".parse().unwrap()
+        );
+        let opus = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 7000 RTP/AVP 111\r\n";
+        assert_eq!(
+            parse(opus.as_bytes()).unwrap_err(),
+            "the SDP offers neither PCMU nor PCMA"
+        );
+        assert_eq!(
+            parse(b"v=0\r\n").unwrap_err(),
+            "the SDP has no audio stream"
+        );
+    }
+
+    #[test]
+    fn our_description_parses_back() {
+        let addr = "192.0.2.7:40000".parse().unwrap();
+        let sdp = describe(addr, &[Codec::Pcmu, Codec::Pcma], TELEPHONE_EVENT);
+        let audio = parse(&sdp).unwrap();
+        assert_eq!(audio.addr, addr);
+        assert_eq!(audio.codec, Codec::Pcmu);
+        assert_eq!(audio.telephone_event, Some(TELEPHONE_EVENT));
+    }
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The SIP load benchmark (README, "Performance"): how many calls per second
+# the SIP listener sustains. sipp (tests/sip/uac_load.xml) places calls at a
+# fixed rate against `sessionbox serve`; the sip-probe scenario answers each,
+# plays the built-in chime (0.8 s of RTP) and hangs up. The baseline, in the
+# same run, is sipp calling sipp's own UAS: the load generator's ceiling on
+# this machine.
+#
+#   scripts/bench-sip.sh          # 10 s at each rate of a sweep
+#   scripts/bench-sip.sh --smoke  # a few calls; asserts they succeed, no timings
+#
+# Prints, per offered rate, the calls that succeeded per second, the failed
+# calls, and the median answer time (INVITE to 200 OK); writes
+# docs/perf/sip-load.csv. A rate is sustained when no call failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
+unset RUST_BACKTRACE
+
+rates=(50 100 200 400)
+seconds=10
+profile=(--release)
+bin=$CARGO_TARGET_DIR/release
+out=docs/perf
+if [ "${1:-}" = "--smoke" ]; then
+  rates=(10)
+  seconds=1
+  profile=()
+  bin=$CARGO_TARGET_DIR/debug
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+[ "${1:-}" != "--smoke" ] || out=$work
+mkdir -p "$out"
+
+step() { echo "== $*" >&2; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+[ -f target/guests/sip-probe.wasm ] || guest-examples/rust/build.sh
+command -v sipp >/dev/null || { step "installing sipp"; apt-get install -y sip-tester; }
+cargo build --locked "${profile[@]}" --bin sessionbox
+
+sip_port=$(port)
+cat >"$work/sessionbox.toml" <<TOML
+[server]
+listen = "127.0.0.1:$(port)"
+database = "$work/history.db"
+max_sessions = 10000
+[tenants.bench]
+api_keys = ["bench-key"]
+quota = { max_sessions = 10000, starts_per_second = 100000 }
+[apps.load]
+tenant = "bench"
+scenario = "$PWD/target/guests/sip-probe.wasm"
+limits = { idle_timeout = 100 }
+[sip]
+listen = "127.0.0.1:$sip_port"
+routes = [{ number = "^play$", app = "load" }]
+TOML
+"$bin/sessionbox" serve --config "$work/sessionbox.toml" >"$work/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'SIP listening' "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
+
+# The baseline: sipp's built-in UAS, answering at once; the caller (sipp's
+# built-in UAC) hangs up after 0.8 s, as long as the chime plays.
+uas_port=$(port)
+(cd "$work" && exec sipp -sn uas -i 127.0.0.1 -p "$uas_port" -nostdin >/dev/null 2>&1) &
+pids+=($!)
+
+# Places $3 calls per second for $seconds against $2 with scenario $1
+# (`-sf file` or `-sn uac`); prints "succeeded failed median_answer_ms".
+load() {
+  local scenario=$1 target=$2 rate=$3 dir
+  dir=$(mktemp -d -p "$work")
+  # shellcheck disable=SC2086 # $scenario is two words
+  (cd "$dir" && sipp $scenario -i 127.0.0.1 -s play -r "$rate" -m $((rate * seconds)) \
+    -l $((rate * 4)) -d 800 -key rtp_port 9 -key prompt_url bundled:chime \
+    -timeout $((seconds * 3 + 30))s -timeout_error -nostdin \
+    -trace_stat -stf stat.csv -trace_rtt -rtt_freq 1 "$target" >/dev/null 2>&1 || true)
+  python3 - "$dir" <<'PY'
+import csv, glob, statistics, sys
+d = sys.argv[1]
+rows = list(csv.reader(open(glob.glob(d + "/*stat.csv")[0]), delimiter=";"))
+last = dict(zip(rows[0], rows[-1]))
+ok, failed = int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
+rtts = []
+for path in glob.glob(d + "/*_rtt.csv"):
+    for row in list(csv.reader(open(path), delimiter=";"))[1:]:
+        try: rtts.append(float(row[-2]))
+        except (ValueError, IndexError): pass
+print(ok, failed, f"{statistics.median(rtts):.1f}" if rtts else "?")
+PY
+}
+
+printf '%-10s %-12s %14s %8s %18s\n' "offered" "target" "succeeded/s" "failed" "median answer ms"
+echo "target,offered_per_s,succeeded_per_s,failed,median_answer_ms" >"$out/sip-load.csv"
+for rate in "${rates[@]}"; do
+  for target in sessionbox baseline; do
+    case $target in
+      sessionbox) read -r ok failed median < <(load "-sf $PWD/tests/sip/uac_load.xml" "127.0.0.1:$sip_port" "$rate") ;;
+      baseline) read -r ok failed median < <(load "-sn uac" "127.0.0.1:$uas_port" "$rate") ;;
+    esac
+    per_s=$(awk -v n="$ok" -v s="$seconds" 'BEGIN { printf "%.1f", n / s }')
+    printf '%-10s %-12s %14s %8s %18s\n' "$rate/s" "$target" "$per_s" "$failed" "$median"
+    echo "$target,$rate,$per_s,$failed,$median" >>"$out/sip-load.csv"
+    if [ "${1:-}" = "--smoke" ] && [ "$target" = sessionbox ] && { [ "$ok" -eq 0 ] || [ "$failed" -ne 0 ]; }; then
+      echo "smoke: calls failed ($ok succeeded, $failed failed); see $work/serve.log" >&2
+      cat "$work/serve.log" >&2
+      exit 1
+    fi
+  done
+done
+[ "${1:-}" != "--smoke" ] || echo "(smoke run: the figures are not measurements)"

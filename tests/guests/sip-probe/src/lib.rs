@@ -1,0 +1,127 @@
+//! sip-probe: handles each incoming call by the number called, and logs every
+//! call event as `<event> <call> [detail]`, for the SIP tests.
+//!
+//! - `answer`: answers; a message is sent back as `echo: <text>`, a key
+//!   press as `tone: <key>`. The caller hangs up.
+//! - `hangup`: answers, and hangs up once connected.
+//! - `reject`: rejects with 486 Busy Here.
+//! - `ring`: never answers (the caller cancels, or the no-answer limit ends
+//!   the call).
+//! - `play`: answers, plays the prompt named by the call's `X-Prompt`
+//!   header, and hangs up when it has finished.
+//! - Started with custom data `dial <number>`: calls the number, and hangs
+//!   up once connected.
+
+use std::collections::{HashMap, HashSet};
+
+use sessionbox_guest::{
+    Call, CallAlertingEvent, CallId, Refusal, Scenario, StartedEvent, calls, export_scenario,
+    log,
+};
+
+#[derive(Default)]
+struct SipProbe {
+    calls: HashMap<CallId, Call>,
+    /// Calls to hang up as soon as they connect.
+    hang_up_when_connected: HashSet<CallId>,
+    /// Calls playing a prompt: hung up when it has finished.
+    prompts: HashMap<CallId, String>,
+}
+
+fn report(what: &str, call: CallId, result: Result<(), Refusal>) {
+    if let Err(refusal) = result {
+        log(&format!("{what} {call} refused: {refusal}"));
+    }
+}
+
+impl Scenario for SipProbe {
+    fn started(&mut self, event: StartedEvent) {
+        if let Some(number) = event.custom_data.strip_prefix("dial ") {
+            match calls::dial(number) {
+                Ok(call) => {
+                    log(&format!("dialed {}", call.id()));
+                    self.hang_up_when_connected.insert(call.id());
+                    self.calls.insert(call.id(), call);
+                }
+                Err(refusal) => log(&format!("dial refused: {refusal}")),
+            }
+        }
+    }
+
+    fn call_alerting(&mut self, event: CallAlertingEvent) {
+        let call = event.call;
+        let id = call.id();
+        log(&format!(
+            "alerting {id} from={} to={} name={}",
+            event.caller_id, event.destination, event.display_name
+        ));
+        for header in &event.headers {
+            log(&format!("header {id} {}: {}", header.name, header.value));
+        }
+        match event.destination.as_str() {
+            "answer" => report("answer", id, call.answer()),
+            "hangup" => {
+                self.hang_up_when_connected.insert(id);
+                report("answer", id, call.answer());
+            }
+            "reject" => report("reject", id, call.reject(486)),
+            "play" => {
+                let prompt = event
+                    .headers
+                    .iter()
+                    .find(|header| header.name.eq_ignore_ascii_case("x-prompt"))
+                    .map(|header| header.value.clone())
+                    .unwrap_or_default();
+                self.prompts.insert(id, prompt);
+                report("answer", id, call.answer());
+            }
+            _ => {} // ring
+        }
+        self.calls.insert(id, call);
+    }
+
+    fn call_connected(&mut self, id: CallId) {
+        log(&format!("connected {id}"));
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if self.hang_up_when_connected.contains(&id) {
+            report("hangup", id, call.hangup());
+        } else if let Some(prompt) = self.prompts.get(&id) {
+            report("play", id, call.play(prompt));
+        }
+    }
+
+    fn call_disconnected(&mut self, id: CallId) {
+        log(&format!("disconnected {id}"));
+        self.calls.remove(&id);
+    }
+
+    fn call_failed(&mut self, id: CallId, code: u16, reason: String) {
+        log(&format!("failed {id} {code} {reason}"));
+        self.calls.remove(&id);
+    }
+
+    fn call_message_received(&mut self, id: CallId, text: String) {
+        log(&format!("message {id} {text}"));
+        if let Some(call) = self.calls.get(&id) {
+            report("send-message", id, call.send_message(&format!("echo: {text}")));
+        }
+    }
+
+    fn call_tone_received(&mut self, id: CallId, tone: String) {
+        log(&format!("tone {id} {tone}"));
+        if let Some(call) = self.calls.get(&id) {
+            report("send-message", id, call.send_message(&format!("tone: {tone}")));
+        }
+    }
+
+    fn call_playback_finished(&mut self, id: CallId) {
+        log(&format!("playback-finished {id}"));
+        if let (Some(call), Some(_)) = (self.calls.get(&id), self.prompts.remove(&id)) {
+            report("hangup", id, call.hangup());
+        }
+    }
+}
+
+export_scenario!(SipProbe);
