@@ -10,14 +10,15 @@
 #   scripts/bench-sip.sh --smoke  # a few calls; asserts they succeed, no timings
 #
 # Prints, per offered rate, the calls that succeeded per second, the failed
-# calls, and the median answer time (INVITE to 200 OK); writes
+# calls, the median answer time (INVITE to 200 OK; sipp measures whole
+# milliseconds) and, for Sessionbox, the server's CPU time per call; writes
 # docs/perf/sip-load.csv. A rate is sustained when no call failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
 unset RUST_BACKTRACE
 
-rates=(50 100 200 400)
+rates=(100 200 400 800 1600 3200)
 seconds=10
 profile=(--release)
 bin=$CARGO_TARGET_DIR/release
@@ -60,7 +61,10 @@ listen = "127.0.0.1:$sip_port"
 routes = [{ number = "^play$", app = "load" }]
 TOML
 "$bin/sessionbox" serve --config "$work/sessionbox.toml" >"$work/serve.log" 2>&1 &
-pids+=($!)
+server=$!
+pids+=("$server")
+# The server's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }
 for _ in $(seq 100); do grep -q 'SIP listening' "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
 
 # The baseline: sipp's built-in UAS, answering at once; the caller (sipp's
@@ -70,7 +74,8 @@ uas_port=$(port)
 pids+=($!)
 
 # Places $3 calls per second for $seconds against $2 with scenario $1
-# (`-sf file` or `-sn uac`); prints "succeeded failed median_answer_ms".
+# (`-sf file` or `-sn uac`); prints "succeeded succeeded_per_s failed
+# median_answer_ms".
 load() {
   local scenario=$1 target=$2 rate=$3 dir
   dir=$(mktemp -d -p "$work")
@@ -85,26 +90,35 @@ d = sys.argv[1]
 rows = list(csv.reader(open(glob.glob(d + "/*stat.csv")[0]), delimiter=";"))
 last = dict(zip(rows[0], rows[-1]))
 ok, failed = int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
+# The rate sipp actually placed calls at (below the offered one when either
+# side could not keep up), scaled to the calls that succeeded.
+placed = int(last["OutgoingCall(C)"])
+rate = float(last["CallRate(C)"]) * ok / placed if placed else 0.0
 rtts = []
 for path in glob.glob(d + "/*_rtt.csv"):
     for row in list(csv.reader(open(path), delimiter=";"))[1:]:
         try: rtts.append(float(row[-2]))
         except (ValueError, IndexError): pass
-print(ok, failed, f"{statistics.median(rtts):.1f}" if rtts else "?")
+print(ok, f"{rate:.1f}", failed, f"{statistics.median(rtts):.0f}" if rtts else "?")
 PY
 }
 
-printf '%-10s %-12s %14s %8s %18s\n' "offered" "target" "succeeded/s" "failed" "median answer ms"
-echo "target,offered_per_s,succeeded_per_s,failed,median_answer_ms" >"$out/sip-load.csv"
+printf '%-10s %-12s %12s %8s %18s %14s\n' "offered" "target" "succeeded/s" "failed" "median answer ms" "CPU ms/call"
+echo "target,offered_per_s,succeeded_per_s,failed,median_answer_ms,cpu_ms_per_call" >"$out/sip-load.csv"
+ticks_per_ms=$(awk -v hz="$(getconf CLK_TCK)" 'BEGIN { print hz / 1000 }')
 for rate in "${rates[@]}"; do
   for target in sessionbox baseline; do
+    cpu="-"
     case $target in
-      sessionbox) read -r ok failed median < <(load "-sf $PWD/tests/sip/uac_load.xml" "127.0.0.1:$sip_port" "$rate") ;;
-      baseline) read -r ok failed median < <(load "-sn uac" "127.0.0.1:$uas_port" "$rate") ;;
+      sessionbox)
+        before=$(cpu_ticks)
+        read -r ok per_s failed median < <(load "-sf $PWD/tests/sip/uac_load.xml" "127.0.0.1:$sip_port" "$rate")
+        cpu=$(awk -v t=$(($(cpu_ticks) - before)) -v n="$ok" -v k="$ticks_per_ms" 'BEGIN { if (n) printf "%.2f", t / k / n; else print "-" }')
+        ;;
+      baseline) read -r ok per_s failed median < <(load "-sn uac" "127.0.0.1:$uas_port" "$rate") ;;
     esac
-    per_s=$(awk -v n="$ok" -v s="$seconds" 'BEGIN { printf "%.1f", n / s }')
-    printf '%-10s %-12s %14s %8s %18s\n' "$rate/s" "$target" "$per_s" "$failed" "$median"
-    echo "$target,$rate,$per_s,$failed,$median" >>"$out/sip-load.csv"
+    printf '%-10s %-12s %12s %8s %18s %14s\n' "$rate/s" "$target" "$per_s" "$failed" "$median" "$cpu"
+    echo "$target,$rate,$per_s,$failed,$median,$cpu" >>"$out/sip-load.csv"
     if [ "${1:-}" = "--smoke" ] && [ "$target" = sessionbox ] && { [ "$ok" -eq 0 ] || [ "$failed" -ne 0 ]; }; then
       echo "smoke: calls failed ($ok succeeded, $failed failed); see $work/serve.log" >&2
       cat "$work/serve.log" >&2

@@ -124,106 +124,94 @@ impl Drop for Node {
     }
 }
 
+/// Places one call from sipp (`scenario` to `number`) to a fresh node and
+/// checks the events the scenario logged after CallAlerting; returns the log.
+async fn call_and_check(
+    scenario: &str,
+    number: &str,
+    transport: Transport,
+    after_alerting: &[&str],
+) -> Vec<String> {
+    let mut node = node(None).await;
+    let log = node.call(scenario, number, transport).await;
+    assert_eq!(log[1..], *after_alerting, "{scenario} to {number}: {log:?}");
+    log
+}
+
 #[tokio::test]
 async fn the_caller_hangs_up() {
-    let mut node = node(None).await;
-    let log = node
-        .call("uac_caller_hangs_up.xml", "answer", Transport::Udp)
-        .await;
-    assert!(
-        log[0].starts_with("alerting 1 from=sipp to=answer"),
-        "{log:?}"
+    let events = ["connected 1", "disconnected 1"];
+    let log = call_and_check("uac_caller_hangs_up.xml", "answer", Transport::Udp, &events).await;
+    assert_eq!(
+        log[0], "alerting 1 from=sipp to=answer name=sipp",
+        "caller id, number called and display name from the INVITE"
     );
-    assert_eq!(log[1..], ["connected 1", "disconnected 1"], "{log:?}");
 }
 
 #[tokio::test]
 async fn the_scenario_hangs_up_over_tcp() {
-    let mut node = node(None).await;
-    let log = node
-        .call("uac_scenario_hangs_up.xml", "hangup", Transport::Tcp)
-        .await;
-    assert_eq!(log[1..], ["connected 1", "disconnected 1"], "{log:?}");
+    // sipp expects the BYE.
+    let events = ["connected 1", "disconnected 1"];
+    call_and_check(
+        "uac_scenario_hangs_up.xml",
+        "hangup",
+        Transport::Tcp,
+        &events,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_scenario_rejects_with_486() {
-    let mut node = node(None).await;
-    // sipp's scenario expects exactly 486.
-    let log = node
-        .call("uac_rejected.xml", "reject", Transport::Udp)
-        .await;
-    assert_eq!(log.len(), 1, "only CallAlerting: {log:?}");
+    // sipp expects exactly 486; the scenario sees nothing after CallAlerting.
+    call_and_check("uac_rejected.xml", "reject", Transport::Udp, &[]).await;
 }
 
 #[tokio::test]
 async fn a_call_cancelled_before_answer_is_disconnected() {
-    let mut node = node(None).await;
-    let log = node.call("uac_cancel.xml", "ring", Transport::Udp).await;
-    assert_eq!(log[1..], ["disconnected 1"], "{log:?}");
+    // sipp expects 200 to its CANCEL and 487 to its INVITE.
+    call_and_check(
+        "uac_cancel.xml",
+        "ring",
+        Transport::Udp,
+        &["disconnected 1"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_unanswered_call_is_ended_after_the_limit() {
-    let mut node = node(None).await;
     // sipp expects 480 Temporarily Unavailable.
-    let log = node.call("uac_no_answer.xml", "ring", Transport::Udp).await;
-    assert_eq!(
-        log[1..],
-        ["failed 1 408 not answered within 1500 ms"],
-        "{log:?}"
-    );
+    let events = ["failed 1 408 not answered within 1500 ms"];
+    call_and_check("uac_no_answer.xml", "ring", Transport::Udp, &events).await;
 }
 
 #[tokio::test]
 async fn info_messages_go_both_ways() {
-    let mut node = node(None).await;
     // sipp checks that the answer is `echo: hello`.
-    let log = node.call("uac_info.xml", "answer", Transport::Udp).await;
-    assert_eq!(
-        log[1..],
-        ["connected 1", "message 1 hello", "disconnected 1"],
-        "{log:?}"
-    );
+    let events = ["connected 1", "message 1 hello", "disconnected 1"];
+    call_and_check("uac_info.xml", "answer", Transport::Udp, &events).await;
 }
 
 #[tokio::test]
 async fn an_in_call_message_is_a_message_too() {
-    let mut node = node(None).await;
-    let log = node.call("uac_message.xml", "answer", Transport::Tcp).await;
-    assert_eq!(
-        log[1..],
-        ["connected 1", "message 1 hi there", "disconnected 1"],
-        "{log:?}"
-    );
+    let events = ["connected 1", "message 1 hi there", "disconnected 1"];
+    call_and_check("uac_message.xml", "answer", Transport::Tcp, &events).await;
 }
 
 #[tokio::test]
 async fn dtmf_over_info_is_a_tone() {
-    let mut node = node(None).await;
     // sipp checks that the answer is `tone: 5`.
-    let log = node
-        .call("uac_dtmf_info.xml", "answer", Transport::Udp)
-        .await;
-    assert_eq!(
-        log[1..],
-        ["connected 1", "tone 1 5", "disconnected 1"],
-        "{log:?}"
-    );
+    let events = ["connected 1", "tone 1 5", "disconnected 1"];
+    call_and_check("uac_dtmf_info.xml", "answer", Transport::Udp, &events).await;
 }
 
 #[tokio::test]
 async fn dtmf_over_rtp_is_a_tone() {
-    let mut node = node(None).await;
-    // sipp sends key 5 as RFC 4733 events and checks the answer `tone: 5`.
-    let log = node
-        .call("uac_dtmf_rtp.xml", "answer", Transport::Udp)
-        .await;
-    assert_eq!(
-        log[1..],
-        ["connected 1", "tone 1 5", "disconnected 1"],
-        "one key press, one tone: {log:?}"
-    );
+    // sipp sends key 5 as RFC 4733 events and checks the answer `tone: 5`;
+    // the repeats of the event are one key press.
+    let events = ["connected 1", "tone 1 5", "disconnected 1"];
+    call_and_check("uac_dtmf_rtp.xml", "answer", Transport::Udp, &events).await;
 }
 
 /// A WAV of one second of a 440 Hz tone: 8 kHz, mono, 16-bit PCM.
@@ -284,6 +272,11 @@ async fn a_played_prompt_arrives_as_rtp_in_order() {
             ],
         )
         .await;
+    assert_eq!(
+        log[1],
+        format!("header 1 X-Prompt: {prompts}/welcome.wav"),
+        "the INVITE's X- headers reach the scenario"
+    );
     assert_eq!(
         log[2..],
         ["connected 1", "playback-finished 1", "disconnected 1"],

@@ -7,32 +7,21 @@
 //! sipp.finish(PATIENCE).await.unwrap_or_else(|report| panic!("{report}"));
 //!
 //! // sipp as the callee of an outbound call (port 0: a free port).
-//! let callee = SippBuilder::uas("uas_answer", 0).transport(Transport::Tcp).spawn();
+//! let callee = Sipp::answer("uas_answer", 0);
 //! let target = callee.local_addr(); // place the call to this address
-//!
-//! // Load: 200 calls at 20 per second, at most 50 at once.
-//! let run = SippBuilder::uac("uac_load", sip_addr, "play")
-//!     .key("prompt_url", url)
-//!     .calls(200).rate(20.0).max_concurrent(50)
-//!     .spawn()
-//!     .wait(Duration::from_secs(120))
-//!     .await;
-//! let stats = run.stats.expect("sipp statistics");
-//! println!("{} calls/s", stats.calls_per_second());
 //! ```
 //!
-//! How sipp is run (`Sipp::command_line` shows the exact line):
+//! How sipp is run (a failure report shows the exact line):
 //!
 //! ```text
 //! sipp 127.0.0.1:PORT -sf tests/sip/NAME.xml -s SERVICE -t u1|t1
-//!      -i 127.0.0.1 -bind_local -m CALLS -nostdin
+//!      -i 127.0.0.1 -bind_local -m 1 -nostdin
 //!      -timeout 25s -timeout_error
 //!      -trace_err -error_file DIR/errors.log
-//!      -trace_msg -message_file DIR/messages.log          (small runs only)
+//!      -trace_msg -message_file DIR/messages.log
 //!      -trace_calldebug -calldebug_file DIR/calldebug.log
 //!      -trace_logs -log_file DIR/logs.log
-//!      -trace_stat -stf DIR/stats.csv
-//!      [-r RATE] [-rp MS] [-l MAX] -key NAME VALUE ...
+//!      -key NAME VALUE ...
 //! ```
 //!
 //! (the UAS form has no remote host and adds `-p PORT`). Notes on sipp 3.6.1:
@@ -47,7 +36,7 @@
 //!   error at load time (exit code 1). The UAC scenarios use `[rtp_port]`
 //!   (the m=audio port of their SDP offer): when the test gives none,
 //!   `spawn` binds a UDP socket on 127.0.0.1 and passes its port, keeping
-//!   the socket for the run. `uac_play`/`uac_load` also need `prompt_url`.
+//!   the socket for the run. `uac_play` also needs `prompt_url`.
 //! - Exit codes: 0 every call succeeded; 1 at least one call failed (also a
 //!   scenario error); 97 exit on an internal command; 99 normal exit with no
 //!   call processed; 255 fatal error, including `-timeout_error` when the
@@ -65,7 +54,6 @@
 //! (the workspace's tokio has no `process` feature); dropping a `Sipp`
 //! kills its process.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -73,7 +61,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The scenario file `tests/sip/NAME.xml` (`name` with or without `.xml`).
-pub fn scenario(name: &str) -> PathBuf {
+fn scenario(name: &str) -> PathBuf {
     let file = if name.ends_with(".xml") {
         name.to_owned()
     } else {
@@ -86,17 +74,6 @@ pub fn scenario(name: &str) -> PathBuf {
     path
 }
 
-/// Whether a `sipp` binary can be run (package sip-tester).
-pub fn available() -> bool {
-    Command::new("sipp")
-        .arg("-v")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// The SIP transport sipp uses: one UDP socket (`-t u1`) or one TCP
 /// connection (`-t t1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +83,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn flag(self) -> &'static str {
+    fn flag(self) -> &'static str {
         match self {
             Transport::Udp => "u1",
             Transport::Tcp => "t1",
@@ -124,121 +101,31 @@ enum Role {
 
 /// Everything about one sipp run; `spawn` starts it.
 #[derive(Clone, Debug)]
-pub struct SippBuilder {
+struct SippBuilder {
     scenario: PathBuf,
     role: Role,
     transport: Transport,
     keys: Vec<(String, String)>,
-    calls: u32,
-    rate: Option<f64>,
-    rate_period: Option<Duration>,
-    max_concurrent: Option<u32>,
-    timeout: Duration,
-    trace_messages: Option<bool>,
-    args: Vec<String>,
 }
 
+/// sipp gives up and exits 255 after this long: under the tests' 30 s wait,
+/// so sipp's own report of what it waited for wins. (The scenarios' receive
+/// timeouts are 10-20 s.)
+const SIPP_TIMEOUT: &str = "25s";
+
 impl SippBuilder {
-    /// A UAC placing one call (`-m 1`) to `target`, user `service`, over UDP.
-    pub fn uac(scenario_name: &str, target: SocketAddr, service: &str) -> Self {
-        Self::new(
-            scenario_name,
-            Role::Uac {
-                target,
-                service: service.to_owned(),
-            },
-        )
-    }
-
-    /// A UAS answering one call (`-m 1`) on 127.0.0.1:`port` over UDP;
-    /// port 0 picks a free port (see `Sipp::local_addr`).
-    pub fn uas(scenario_name: &str, port: u16) -> Self {
-        Self::new(scenario_name, Role::Uas { port })
-    }
-
     fn new(scenario_name: &str, role: Role) -> Self {
         SippBuilder {
             scenario: scenario(scenario_name),
             role,
             transport: Transport::Udp,
             keys: Vec::new(),
-            calls: 1,
-            rate: None,
-            rate_period: None,
-            max_concurrent: None,
-            timeout: Duration::from_secs(25),
-            trace_messages: None,
-            args: Vec::new(),
         }
-    }
-
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// `-key NAME VALUE`: the scenario keyword `[NAME]`.
-    pub fn key(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.keys.push((name.to_owned(), value.into()));
-        self
-    }
-
-    pub fn keys(mut self, keys: &[(&str, String)]) -> Self {
-        for (name, value) in keys {
-            self.keys.push(((*name).to_owned(), value.clone()));
-        }
-        self
-    }
-
-    /// `-m`: sipp exits after this many calls (default 1).
-    pub fn calls(mut self, calls: u32) -> Self {
-        self.calls = calls;
-        self
-    }
-
-    /// `-r`: new calls per rate period (default period 1 s; sipp's default
-    /// rate is 10).
-    pub fn rate(mut self, calls_per_period: f64) -> Self {
-        self.rate = Some(calls_per_period);
-        self
-    }
-
-    /// `-rp`: the rate period.
-    pub fn rate_period(mut self, period: Duration) -> Self {
-        self.rate_period = Some(period);
-        self
-    }
-
-    /// `-l`: at most this many calls at once.
-    pub fn max_concurrent(mut self, calls: u32) -> Self {
-        self.max_concurrent = Some(calls);
-        self
-    }
-
-    /// `-timeout` (whole seconds, rounded up) with `-timeout_error`: sipp
-    /// gives up and exits 255 after this long (default 25 s: under a
-    /// 30 s `finish` limit, so sipp's own report of what it waited for wins;
-    /// the scenarios' recv timeouts are 10-20 s, uac_load's BYE 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// `-trace_msg`: log every SIP message (default: when `calls` <= 20).
-    pub fn trace_messages(mut self, on: bool) -> Self {
-        self.trace_messages = Some(on);
-        self
-    }
-
-    /// Any other sipp argument, appended as is.
-    pub fn arg(mut self, arg: impl Into<String>) -> Self {
-        self.args.push(arg.into());
-        self
     }
 
     /// Starts sipp. A UAS is started when this returns: its SIP port is
     /// bound (port 0 retries another free port if a race took the first).
-    pub fn spawn(self) -> Sipp {
+    fn spawn(self) -> Sipp {
         match self.role {
             Role::Uas { port: 0 } => {
                 let mut last = String::new();
@@ -275,11 +162,10 @@ impl SippBuilder {
         args.extend(["-sf".into(), self.scenario.display().to_string()]);
         args.extend(["-t".into(), self.transport.flag().into()]);
         args.extend(["-i".into(), "127.0.0.1".into(), "-bind_local".into()]);
-        args.extend(["-m".into(), self.calls.to_string(), "-nostdin".into()]);
-        let seconds = self.timeout.as_millis().div_ceil(1000).max(1);
+        args.extend(["-m".into(), "1".into(), "-nostdin".into()]);
         args.extend([
             "-timeout".into(),
-            format!("{seconds}s"),
+            SIPP_TIMEOUT.into(),
             "-timeout_error".into(),
         ]);
         args.extend([
@@ -287,29 +173,17 @@ impl SippBuilder {
             "-error_file".into(),
             file("errors.log"),
         ]);
-        if self.trace_messages.unwrap_or(self.calls <= 20) {
-            args.extend([
-                "-trace_msg".into(),
-                "-message_file".into(),
-                file("messages.log"),
-            ]);
-        }
+        args.extend([
+            "-trace_msg".into(),
+            "-message_file".into(),
+            file("messages.log"),
+        ]);
         args.extend([
             "-trace_calldebug".into(),
             "-calldebug_file".into(),
             file("calldebug.log"),
         ]);
         args.extend(["-trace_logs".into(), "-log_file".into(), file("logs.log")]);
-        args.extend(["-trace_stat".into(), "-stf".into(), file("stats.csv")]);
-        if let Some(rate) = self.rate {
-            args.extend(["-r".into(), rate.to_string()]);
-        }
-        if let Some(period) = self.rate_period {
-            args.extend(["-rp".into(), period.as_millis().to_string()]);
-        }
-        if let Some(max) = self.max_concurrent {
-            args.extend(["-l".into(), max.to_string()]);
-        }
         let mut keys = self.keys.clone();
         if matches!(self.role, Role::Uac { .. }) && !keys.iter().any(|(k, _)| k == "rtp_port") {
             let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -321,7 +195,6 @@ impl SippBuilder {
         for (name, value) in &keys {
             args.extend(["-key".into(), name.clone(), value.clone()]);
         }
-        args.extend(self.args.iter().cloned());
 
         let command_line = format!("sipp {}", shell_words(&args));
         let stdout = std::fs::File::create(dir.path().join("stdout.txt"))
@@ -381,34 +254,28 @@ impl Sipp {
         transport: Transport,
         keys: &[(&str, String)],
     ) -> Sipp {
-        SippBuilder::uac(scenario_name, target, service)
-            .transport(transport)
-            .keys(keys)
-            .spawn()
+        let role = Role::Uac {
+            target,
+            service: service.to_owned(),
+        };
+        let mut builder = SippBuilder::new(scenario_name, role);
+        builder.transport = transport;
+        builder.keys = keys
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        builder.spawn()
     }
 
     /// A UAS answering one call over UDP on 127.0.0.1:`port` (0: a free
-    /// port, see `local_addr`). For TCP use `SippBuilder::uas`.
+    /// port, see `local_addr`); started when this returns.
     pub fn answer(scenario_name: &str, port: u16) -> Sipp {
-        SippBuilder::uas(scenario_name, port).spawn()
+        SippBuilder::new(scenario_name, Role::Uas { port }).spawn()
     }
 
     /// Where a UAS listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local.expect("local_addr is for a sipp UAS")
-    }
-
-    pub fn command_line(&self) -> &str {
-        &self.command_line
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The run's directory (logs, statistics); removed on drop.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Waits at most `limit` for sipp to exit; Ok(stdout and `<log>` lines)
@@ -423,19 +290,9 @@ impl Sipp {
         }
     }
 
-    /// Like `finish`, but the statistics of a successful run.
-    pub async fn finish_stats(self, limit: Duration) -> Result<SippStats, String> {
-        let run = self.wait(limit).await;
-        match (&run.stats, run.success()) {
-            (Some(stats), true) => Ok(stats.clone()),
-            (None, true) => Err(format!("sipp wrote no statistics\n{}", run.report())),
-            _ => Err(run.report()),
-        }
-    }
-
     /// Waits at most `limit` for sipp to exit (killing it then) and
     /// collects everything it left.
-    pub async fn wait(mut self, limit: Duration) -> SippRun {
+    async fn wait(mut self, limit: Duration) -> SippRun {
         let deadline = Instant::now() + limit;
         let mut note = String::new();
         let exit = loop {
@@ -460,7 +317,6 @@ impl Sipp {
     fn collect(&self, exit: Option<i32>, note: String) -> SippRun {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        let stats = SippStats::parse(&read("stats.csv"));
         SippRun {
             command_line: self.command_line.clone(),
             exit,
@@ -471,7 +327,6 @@ impl Sipp {
             log: read("logs.log"),
             messages: read("messages.log"),
             calldebug: read("calldebug.log"),
-            stats,
         }
     }
 
@@ -508,33 +363,31 @@ impl Drop for Sipp {
 }
 
 /// What one sipp run left behind.
-#[derive(Clone, Debug)]
-pub struct SippRun {
-    pub command_line: String,
+struct SippRun {
+    command_line: String,
     /// The exit code; None when killed (by `wait`'s limit or a signal).
-    pub exit: Option<i32>,
-    pub note: String,
+    exit: Option<i32>,
+    note: String,
     /// The final statistics screens.
-    pub stdout: String,
-    pub stderr: String,
+    stdout: String,
+    stderr: String,
     /// `-error_file`: unexpected messages, aborted calls, timeouts.
-    pub errors: String,
+    errors: String,
     /// `-log_file`: the scenario's `<log>` actions.
-    pub log: String,
-    /// `-message_file`: every SIP message (small runs).
-    pub messages: String,
+    log: String,
+    /// `-message_file`: every SIP message.
+    messages: String,
     /// `-calldebug_file`: the messages of aborted calls.
-    pub calldebug: String,
-    pub stats: Option<SippStats>,
+    calldebug: String,
 }
 
 impl SippRun {
-    pub fn success(&self) -> bool {
+    fn success(&self) -> bool {
         self.exit == Some(0)
     }
 
     /// Everything, for a failure message.
-    pub fn report(&self) -> String {
+    fn report(&self) -> String {
         let meaning = match self.exit {
             Some(0) => "all calls succeeded",
             Some(1) => "at least one call failed (or the scenario is invalid)",
@@ -575,98 +428,9 @@ impl SippRun {
     }
 }
 
-/// The last row of sipp's `-trace_stat` CSV (cumulative values).
-#[derive(Clone, Debug, Default)]
-pub struct SippStats {
-    /// TotalCallCreated.
-    pub created: u64,
-    /// SuccessfulCall(C).
-    pub successful: u64,
-    /// FailedCall(C).
-    pub failed: u64,
-    /// Retransmissions(C).
-    pub retransmissions: u64,
-    /// From StartTime to CurrentTime of the last row (microseconds).
-    pub elapsed: Duration,
-    /// ResponseTimeanswer(C): mean INVITE -> 200 (uac_load.xml measures it).
-    pub answer_time: Option<Duration>,
-    /// CallLength(C): mean call length.
-    pub call_length: Option<Duration>,
-    /// Every column of the last row, by header name.
-    pub columns: HashMap<String, String>,
-}
-
-impl SippStats {
-    /// Successful calls per second of the whole run.
-    pub fn calls_per_second(&self) -> f64 {
-        let seconds = self.elapsed.as_secs_f64();
-        if seconds > 0.0 {
-            self.successful as f64 / seconds
-        } else {
-            0.0
-        }
-    }
-
-    fn parse(csv: &str) -> Option<SippStats> {
-        let mut lines = csv.lines().filter(|line| !line.trim().is_empty());
-        let header: Vec<&str> = lines.next()?.split(';').collect();
-        let last: Vec<&str> = lines.next_back()?.split(';').collect();
-        let columns: HashMap<String, String> = header
-            .iter()
-            .zip(last.iter())
-            .filter(|(name, _)| !name.is_empty())
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect();
-        let count = |name: &str| {
-            columns
-                .get(name)
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // "2026-11-24\t01:48:10.039096\t1795484890.039096": the last field is epoch seconds.
-        let epoch = |name: &str| {
-            columns
-                .get(name)?
-                .split('\t')
-                .next_back()?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        };
-        let elapsed = match (epoch("StartTime"), epoch("CurrentTime")) {
-            (Some(start), Some(now)) if now >= start => Duration::from_secs_f64(now - start),
-            _ => Duration::ZERO,
-        };
-        // "HH:MM:SS:micro", e.g. 00:00:02:006000.
-        let span = |name: &str| {
-            let parts: Vec<u64> = columns
-                .get(name)?
-                .split(':')
-                .map(|part| part.trim().parse::<u64>().ok())
-                .collect::<Option<_>>()?;
-            match parts[..] {
-                [h, m, s, us] => {
-                    Some(Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_micros(us))
-                }
-                _ => None,
-            }
-        };
-        Some(SippStats {
-            created: count("TotalCallCreated"),
-            successful: count("SuccessfulCall(C)"),
-            failed: count("FailedCall(C)"),
-            retransmissions: count("Retransmissions(C)"),
-            elapsed,
-            answer_time: span("ResponseTimeanswer(C)"),
-            call_length: span("CallLength(C)"),
-            columns,
-        })
-    }
-}
-
 /// A port free for both UDP and TCP on 127.0.0.1 just now (another process
-/// may still take it before sipp binds it; `SippBuilder::uas(_, 0)` retries).
-pub fn free_port() -> u16 {
+/// /// may still take it before sipp binds it; `Sipp::answer(_, 0)` retries).
+fn free_port() -> u16 {
     for _ in 0..50 {
         let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a UDP port");
         let port = udp.local_addr().expect("a bound address").port();
