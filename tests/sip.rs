@@ -22,6 +22,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
 
 const KEY: &str = "sip-test-key";
+/// The node's RTP ports.
+const RTP_LOW: u16 = 41_000;
+const RTP_HIGH: u16 = 41_999;
 /// How long sipp may take over one call.
 const SIPP_LIMIT: Duration = Duration::from_secs(30);
 
@@ -56,6 +59,7 @@ async fn node(trunk: Option<String>) -> Node {
         limits = {{ idle_timeout = 200, unanswered_call = 1500, http_allow_private = true }}
         [sip]
         listen = "127.0.0.1:0"
+        rtp_ports = [{RTP_LOW}, {RTP_HIGH}]
         routes = [{{ number = "^[a-z]+$", app = "probe" }}]
         {trunk}
         "#,
@@ -253,9 +257,14 @@ async fn a_played_prompt_arrives_as_rtp_in_order() {
         let mut packets = Vec::new();
         let mut buffer = [0u8; 1500];
         // 50 packets of 20 ms make one second; more would be wrong.
-        while let Ok(Ok(length)) =
-            tokio::time::timeout(Duration::from_secs(3), media.recv(&mut buffer)).await
+        while let Ok(Ok((length, from))) =
+            tokio::time::timeout(Duration::from_secs(3), media.recv_from(&mut buffer)).await
         {
+            let port = from.port();
+            assert!(
+                (RTP_LOW..=RTP_HIGH).contains(&port) && port % 2 == 0,
+                "RTP from an even port of rtp_ports, not {port}"
+            );
             packets.push(buffer[..length].to_vec());
         }
         packets
@@ -381,6 +390,13 @@ async fn an_outbound_call_answers_the_trunks_digest_challenge() {
         log[1..],
         [format!("connected {call}"), format!("disconnected {call}")],
     );
+}
+
+#[tokio::test]
+async fn an_outbound_call_turned_down_fails_with_its_code() {
+    // sipp answers 486 and expects the ACK.
+    let (call, log) = dial(Sipp::answer("uas_busy.xml", 0), "", "555").await;
+    assert_eq!(log[1..], [format!("failed {call} 486 Busy Here")]);
 }
 
 #[tokio::test]

@@ -51,6 +51,9 @@ pub struct SipConfig {
     /// The address callers reach this node at, given in Contact and SDP;
     /// needed when `listen` is a wildcard address.
     pub public_address: Option<IpAddr>,
+    /// `[low, high]`: the UDP ports calls' RTP may use (each call one even
+    /// port), for firewalls; any free port when unset.
+    pub rtp_ports: Option<[u16; 2]>,
     /// Which app takes a call, by the number called: the first route whose
     /// pattern (a regular expression) matches the request URI's user.
     #[serde(default)]
@@ -208,6 +211,11 @@ impl Config {
             }
         }
         if let Some(sip) = &self.sip {
+            if let Some([low, high]) = sip.rtp_ports
+                && u32::from(low) + u32::from(low & 1) > u32::from(high)
+            {
+                bail!("sip.rtp_ports: [{low}, {high}] holds no even port to give a call");
+            }
             for (index, route) in sip.routes.iter().enumerate() {
                 if !self.apps.contains_key(&route.app) {
                     bail!(
@@ -255,6 +263,42 @@ mod tests {
         assert_eq!(
             limits.custom_data_bytes, 200,
             "unset limits keep their defaults"
+        );
+    }
+
+    #[test]
+    fn sip_routes_and_ports_are_checked() {
+        let base = "[tenants.a]\napi_keys = [\"key-of-a\"]\n[apps.x]\ntenant = \"a\"\nscenario = \"x.wasm\"\n[sip]\nlisten = \"127.0.0.1:5060\"\n";
+        let sip = Config::parse(&format!(
+            "{base}routes = [{{ number = \"^1\", app = \"x\" }}]\nrtp_ports = [10000, 10001]\n"
+        ))
+        .unwrap()
+        .sip
+        .unwrap();
+        assert_eq!((sip.routes.len(), sip.rtp_ports), (1, Some([10000, 10001])));
+        for (extra, error) in [
+            (
+                "routes = [{ number = \"^1\", app = \"y\" }]",
+                "sip.routes[0].app: there is no app named \"y\"",
+            ),
+            (
+                "rtp_ports = [10001, 10001]",
+                "sip.rtp_ports: [10001, 10001] holds no even port to give a call",
+            ),
+        ] {
+            let got = Config::parse(&format!("{base}{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(got, error);
+        }
+        let bad_pattern = Config::parse(&format!(
+            "{base}routes = [{{ number = \"(\", app = \"x\" }}]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_pattern.starts_with("sip.routes[0].number: "),
+            "{bad_pattern}"
         );
     }
 

@@ -21,7 +21,9 @@ pub struct SipFront {
 
 impl SipFront {
     pub async fn bind(settings: &SipConfig) -> Result<SipFront> {
-        let endpoint = SipEndpoint::bind(settings.listen, settings.public_address).await?;
+        let rtp_ports = settings.rtp_ports.map(|[low, high]| low..=high);
+        let endpoint =
+            SipEndpoint::bind(settings.listen, settings.public_address, rtp_ports).await?;
         let routes = settings
             .routes
             .iter()

@@ -250,7 +250,7 @@ impl Running {
                     self.connect();
                     return Next::Continue;
                 }
-                (code, response.status_code.to_string())
+                (code, response.status_code.text().to_owned())
             }
             Ok(Ok((_, None))) => (408, "no final response".to_owned()),
             Ok(Err(error)) => (503, error.to_string()),

@@ -2,7 +2,8 @@
 //! with running sequence numbers and timestamps; RFC 4733 telephone events
 //! come in as tones.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,13 +42,18 @@ struct Clock {
 }
 
 impl Rtp {
-    /// Binds a socket on `bind_ip`; the SDP advertises `advertised_ip`.
+    /// Binds a socket on `bind_ip`, on an even port of `ports` (any port
+    /// when none are given); the SDP advertises `advertised_ip`.
     pub fn bind(
-        bind_ip: std::net::IpAddr,
-        advertised_ip: std::net::IpAddr,
+        bind_ip: IpAddr,
+        advertised_ip: IpAddr,
+        ports: Option<RangeInclusive<u16>>,
     ) -> std::io::Result<Rtp> {
         // Bound synchronously: dialing happens inside a (synchronous) host call.
-        let socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+        let socket = match ports {
+            None => std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?,
+            Some(ports) => bind_in(bind_ip, ports)?,
+        };
         socket.set_nonblocking(true)?;
         let port = socket.local_addr()?.port();
         let sender = RtpSender {
@@ -145,6 +151,28 @@ impl RtpSender {
     }
 }
 
+/// A socket on the first free even port of `ports`, looking from a random
+/// one on (RTP takes even ports; RTCP would take the odd one above).
+fn bind_in(ip: IpAddr, ports: RangeInclusive<u16>) -> std::io::Result<std::net::UdpSocket> {
+    let (low, high) = (ports.start() + (ports.start() & 1), *ports.end());
+    let count = if high >= low { (high - low) / 2 + 1 } else { 0 };
+    let start = if count == 0 {
+        0
+    } else {
+        rand_u32() % u32::from(count)
+    } as u16;
+    for step in 0..count {
+        let port = low + 2 * ((start + step) % count);
+        if let Ok(socket) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+            return Ok(socket);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free RTP port in {}-{}", ports.start(), ports.end()),
+    ))
+}
+
 impl Drop for Rtp {
     fn drop(&mut self) {
         if let Some(receiver) = &self.receiver {
@@ -213,9 +241,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sockets_take_even_ports_of_the_range_until_it_is_full() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        // A range of two even ports, found free just now.
+        let base = (40_000..60_000)
+            .step_by(2)
+            .find(|&port| {
+                std::net::UdpSocket::bind((loopback, port)).is_ok()
+                    && std::net::UdpSocket::bind((loopback, port + 2)).is_ok()
+            })
+            .unwrap();
+        let range = base - 1..=base + 3;
+        let first = Rtp::bind(loopback, loopback, Some(range.clone())).unwrap();
+        let second = Rtp::bind(loopback, loopback, Some(range.clone())).unwrap();
+        let mut ports = [first.advertised().port(), second.advertised().port()];
+        ports.sort();
+        assert_eq!(ports, [base, base + 2]);
+        let error = Rtp::bind(loopback, loopback, Some(range)).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!("no free RTP port in {}-{}", base - 1, base + 3)
+        );
+    }
+
+    #[tokio::test]
     async fn a_prompt_goes_out_paced_in_order_and_one_press_is_one_tone() {
         let loopback = "127.0.0.1".parse().unwrap();
-        let mut rtp = Rtp::bind(loopback, loopback).unwrap();
+        let mut rtp = Rtp::bind(loopback, loopback, None).unwrap();
         let far = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let remote = RemoteAudio {
             addr: far.local_addr().unwrap(),

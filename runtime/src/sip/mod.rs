@@ -15,6 +15,7 @@ mod sdp;
 mod trunk;
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
@@ -46,14 +47,20 @@ pub struct SipEndpoint {
     local: SocketAddr,
     /// The address given to the far end in Contact and SDP.
     advertised: IpAddr,
+    /// Where calls' RTP sockets go (any free port when None).
+    rtp_ports: Option<RangeInclusive<u16>>,
     incoming: Mutex<Option<TransactionReceiver>>,
 }
 
 impl SipEndpoint {
     /// Listens on `listen` (UDP and TCP; port 0 picks one). `advertised` is
     /// the address peers reach us at; it must be given when `listen` is a
-    /// wildcard address.
-    pub async fn bind(listen: SocketAddr, advertised: Option<IpAddr>) -> Result<Arc<SipEndpoint>> {
+    /// wildcard address. Calls' RTP takes even ports of `rtp_ports`.
+    pub async fn bind(
+        listen: SocketAddr,
+        advertised: Option<IpAddr>,
+        rtp_ports: Option<RangeInclusive<u16>>,
+    ) -> Result<Arc<SipEndpoint>> {
         let advertised = match advertised {
             Some(ip) => ip,
             None if listen.ip().is_unspecified() => {
@@ -94,6 +101,7 @@ impl SipEndpoint {
             cancel,
             local: SocketAddr::new(listen.ip(), local.port()),
             advertised,
+            rtp_ports,
             incoming: Mutex::new(Some(incoming)),
         }))
     }
@@ -110,7 +118,7 @@ impl SipEndpoint {
 
     /// A new RTP socket for a call.
     fn rtp(&self) -> std::io::Result<Rtp> {
-        Rtp::bind(self.local.ip(), self.advertised)
+        Rtp::bind(self.local.ip(), self.advertised, self.rtp_ports.clone())
     }
 
     /// Runs the endpoint until [`shutdown`](Self::shutdown): every new
