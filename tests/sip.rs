@@ -98,26 +98,32 @@ impl Node {
     /// scenario to pass, then the session to finish. Returns the session's
     /// own log lines.
     async fn call(&mut self, scenario: &str, number: &str, transport: Transport) -> Vec<String> {
-        self.call_with(scenario, number, transport, &[]).await
+        let record = self.call_with(scenario, number, transport, &[]).await;
+        scenario_lines(&record)
     }
 
+    /// The same, with sipp keys; returns the session's record.
     async fn call_with(
         &mut self,
         scenario: &str,
         number: &str,
         transport: Transport,
         keys: &[(&str, String)],
-    ) -> Vec<String> {
+    ) -> Arc<SessionRecord> {
         let sipp = Sipp::call(scenario, self.sip, number, transport, keys);
         if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
             panic!("sipp {scenario} to {number}: {failure}");
         }
-        let record = self.next_record().await;
-        lines(&record, LogSource::Scenario)
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        self.next_record().await
     }
+}
+
+/// What the scenario itself logged.
+fn scenario_lines(record: &SessionRecord) -> Vec<String> {
+    lines(record, LogSource::Scenario)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Drop for Node {
@@ -218,6 +224,18 @@ async fn dtmf_over_rtp_is_a_tone() {
     call_and_check("uac_dtmf_rtp.xml", "answer", Transport::Udp, &events).await;
 }
 
+#[tokio::test]
+async fn a_scenario_that_fails_takes_its_calls_down_with_it() {
+    let mut node = node(None).await;
+    // The scenario spins once connected; the compute limit ends the session,
+    // and sipp expects the BYE that ends the call.
+    let record = node
+        .call_with("uac_scenario_hangs_up.xml", "spin", Transport::Udp, &[])
+        .await;
+    assert_eq!(record.finish_reason.label(), "compute_limit");
+    assert_eq!(scenario_lines(&record)[1..], ["connected 1"]);
+}
+
 /// A WAV of one second of a 440 Hz tone: 8 kHz, mono, 16-bit PCM.
 fn one_second_wav() -> Vec<u8> {
     let samples: Vec<u8> = (0..8000)
@@ -270,17 +288,14 @@ async fn a_played_prompt_arrives_as_rtp_in_order() {
         packets
     });
     let mut node = node(None).await;
-    let log = node
-        .call_with(
-            "uac_play.xml",
-            "play",
-            Transport::Udp,
-            &[
-                ("rtp_port", port.to_string()),
-                ("prompt_url", format!("{prompts}/welcome.wav")),
-            ],
-        )
+    let keys = [
+        ("rtp_port", port.to_string()),
+        ("prompt_url", format!("{prompts}/welcome.wav")),
+    ];
+    let record = node
+        .call_with("uac_play.xml", "play", Transport::Udp, &keys)
         .await;
+    let log = scenario_lines(&record);
     assert_eq!(
         log[1],
         format!("header 1 X-Prompt: {prompts}/welcome.wav"),
@@ -315,19 +330,12 @@ async fn a_prompt_that_cannot_be_played_is_reported_and_the_call_goes_on() {
     let mut node = node(None).await;
     // Port 9 (discard) on loopback: nothing listens there.
     let prompt = "http://127.0.0.1:9/welcome.wav";
-    let sipp = Sipp::call(
-        "uac_play.xml",
-        node.sip,
-        "play",
-        Transport::Udp,
-        &[("prompt_url", prompt.to_owned())],
-    );
-    if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
-        panic!("sipp: {failure}");
-    }
-    let record = node.next_record().await;
+    let keys = [("prompt_url", prompt.to_owned())];
+    let record = node
+        .call_with("uac_play.xml", "play", Transport::Udp, &keys)
+        .await;
     assert_eq!(
-        lines(&record, LogSource::Scenario)[2..],
+        scenario_lines(&record)[2..],
         ["connected 1", "playback-finished 1", "disconnected 1"],
     );
     let notes = lines(&record, LogSource::Host);
@@ -361,10 +369,7 @@ async fn dial(callee: Sipp, trunk: &str, number: &str) -> (String, Vec<String>) 
         panic!("sipp as the callee: {failure}");
     }
     let record = node.next_record().await;
-    let log: Vec<String> = lines(&record, LogSource::Scenario)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let log = scenario_lines(&record);
     let call = log[0]
         .strip_prefix("dialed ")
         .unwrap_or_else(|| panic!("dialed first: {log:?}"))

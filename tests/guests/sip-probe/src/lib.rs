@@ -9,6 +9,8 @@
 //!   the call).
 //! - `play`: answers, plays the prompt named by the call's `X-Prompt`
 //!   header, and hangs up when it has finished.
+//! - `spin`: answers, and once connected loops until the compute limit
+//!   ends the session.
 //! - Started with custom data `dial <number>`: calls the number, and hangs
 //!   up once connected.
 
@@ -26,6 +28,7 @@ struct SipProbe {
     hang_up_when_connected: HashSet<CallId>,
     /// Calls playing a prompt: hung up when it has finished.
     prompts: HashMap<CallId, String>,
+    spin_when_connected: bool,
 }
 
 fn report(what: &str, call: CallId, result: Result<(), Refusal>) {
@@ -64,6 +67,10 @@ impl Scenario for SipProbe {
                 self.hang_up_when_connected.insert(id);
                 report("answer", id, call.answer());
             }
+            "spin" => {
+                self.spin_when_connected = true;
+                report("answer", id, call.answer());
+            }
             "reject" => report("reject", id, call.reject(486)),
             "play" => {
                 let prompt = event
@@ -82,6 +89,10 @@ impl Scenario for SipProbe {
 
     fn call_connected(&mut self, id: CallId) {
         log(&format!("connected {id}"));
+        if self.spin_when_connected {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        }
         let Some(call) = self.calls.get(&id) else {
             return;
         };
