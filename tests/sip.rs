@@ -439,4 +439,9 @@ async fn without_a_trunk_dial_is_refused_and_unknown_numbers_get_404() {
         .finish(SIPP_LIMIT)
         .await
         .unwrap_or_else(|failure| panic!("sipp: {failure}"));
+    let metrics = node.server.runtime().metrics().render();
+    assert!(
+        metrics.contains("sessionbox_sip_invites_total{outcome=\"no_route\"} 1"),
+        "{metrics}"
+    );
 }

@@ -36,6 +36,13 @@ pub struct FinishLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SipInviteLabels {
+    /// `taken` (given to a new session), `no_route`, `busy` (a tenant
+    /// quota), `unavailable` (the node is full).
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub sessions_live: Gauge,
@@ -50,6 +57,7 @@ pub struct Metrics {
     pub http_requests: Counter,
     pub quota_refusals: Family<QuotaLabels, Counter>,
     pub guest_memory_bytes: Gauge<i64, AtomicI64>,
+    pub sip_invites: Family<SipInviteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -69,6 +77,7 @@ impl Default for Metrics {
             http_requests: Counter::default(),
             quota_refusals: Family::default(),
             guest_memory_bytes: Gauge::default(),
+            sip_invites: Family::default(),
             registry: Registry::default(),
         };
         // Each metric once, under its name and help text.
@@ -89,6 +98,7 @@ impl Default for Metrics {
                 => metrics.http_requests;
             "quota_refusals", "Session starts refused by a tenant quota" => metrics.quota_refusals;
             "guest_memory_bytes", "Linear memory held by live sessions" => metrics.guest_memory_bytes;
+            "sip_invites", "Incoming SIP calls, by what became of them" => metrics.sip_invites;
         }
         let events_by_kind = EventKind::ALL
             .iter()

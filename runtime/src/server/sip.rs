@@ -10,6 +10,7 @@ use regex::Regex;
 
 use super::Server;
 use crate::config::SipConfig;
+use crate::metrics::SipInviteLabels;
 use crate::sip::{IncomingInvite, SipEndpoint, TrunkDialer};
 use crate::telephony::{Dialer, NoDialer};
 
@@ -72,15 +73,13 @@ impl Server {
         let route = routes
             .iter()
             .find(|(pattern, _)| pattern.is_match(&invite.number));
-        let Some((_, app_name)) = route else {
-            tracing::info!(number = %invite.number, "SIP: no route for the number called");
-            return invite.refuse(404).await;
-        };
-        let app = {
+        let app = route.and_then(|(_, name)| {
             let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
-            apps.get(app_name).cloned()
-        };
-        let Some(app) = app else {
+            apps.get(name).cloned().map(|app| (name, app))
+        });
+        let Some((app_name, app)) = app else {
+            tracing::info!(number = %invite.number, "SIP: no route for the number called");
+            self.count_invite("no_route");
             return invite.refuse(404).await;
         };
         let started = match self.start_session(app_name, &app, String::new()).await {
@@ -89,17 +88,29 @@ impl Server {
                 tracing::info!(app = %app_name, "SIP: call refused: {}", refused.message);
                 // A tenant's quota is its own line being busy; a full node
                 // is unavailable to everyone.
-                let code = if refused.status == StatusCode::TOO_MANY_REQUESTS {
-                    486
+                let (outcome, code) = if refused.status == StatusCode::TOO_MANY_REQUESTS {
+                    ("busy", 486)
                 } else {
-                    503
+                    ("unavailable", 503)
                 };
+                self.count_invite(outcome);
                 return invite.refuse(code).await;
             }
         };
+        // Counted as taken first: the caller may hear of it before this
+        // task runs again.
+        self.count_invite("taken");
         if let Err(error) = invite.deliver(&started.handle).await {
             tracing::warn!(app = %app_name, "SIP: the new session did not take its call: {error}");
             let _ = started.handle.terminate();
         }
+    }
+
+    fn count_invite(&self, outcome: &'static str) {
+        self.runtime
+            .metrics()
+            .sip_invites
+            .get_or_create(&SipInviteLabels { outcome })
+            .inc();
     }
 }
