@@ -40,7 +40,10 @@ step() { echo "== $*" >&2; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 [ -f target/guests/sip-probe.wasm ] || guest-examples/rust/build.sh
-command -v sipp >/dev/null || { step "installing sipp"; apt-get install -y sip-tester; }
+if ! command -v sipp >/dev/null; then
+  step "installing sipp"
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y sip-tester; else sudo apt-get install -y sip-tester; fi
+fi
 cargo build --locked "${profile[@]}" --bin sessionbox
 
 sip_port=$(port)
@@ -75,7 +78,9 @@ pids+=($!)
 
 # Places $3 calls per second for $seconds against $2 with scenario $1
 # (`-sf file` or `-sn uac`); prints "succeeded succeeded_per_s failed
-# median_answer_ms".
+# median_answer_ms". `-d 800` is the built-in uac's call length (the
+# baseline; uac_load.xml waits for Sessionbox's BYE instead); the prompt's
+# RTP goes to port 9 (discard), and at most 4 s of calls are up at once.
 load() {
   local scenario=$1 target=$2 rate=$3 dir
   dir=$(mktemp -d -p "$work")

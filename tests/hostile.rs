@@ -330,14 +330,8 @@ async fn a_tenants_sessions_share_its_memory_quota() {
 /// session, naming the table, and everything it held is released.
 #[tokio::test]
 async fn leaked_call_handles_stop_at_the_resource_limit() {
-    let runtime = runtime();
-    let limits = Limits {
-        resources: 8,
-        ..Limits::default()
-    };
     // hello keeps every call it is offered and never lets go.
-    let hello = load(&runtime, "hello", limits);
-    let mut watched = start(&runtime, &hello, "").await;
+    let (runtime, mut watched) = hello_with_eight_handles().await;
     // One call more than the table holds; each one's far end gives up at
     // once, but the scenario still holds its handle.
     for _ in 0..9 {
@@ -351,6 +345,18 @@ async fn leaked_call_handles_stop_at_the_resource_limit() {
     // The table holds a few WASI handles too.
     assert!(record.delivered("CallAlerting") < 8);
     ended_at_the_resource_table(&runtime, &record).await;
+}
+
+/// A runtime and a hello session that may hold 8 host handles.
+async fn hello_with_eight_handles() -> (Runtime, Watched) {
+    let runtime = runtime();
+    let limits = Limits {
+        resources: 8,
+        ..Limits::default()
+    };
+    let hello = load(&runtime, "hello", limits);
+    let watched = start(&runtime, &hello, "").await;
+    (runtime, watched)
 }
 
 /// The session ended because its resource table was full, and gave back
@@ -369,13 +375,7 @@ async fn ended_at_the_resource_table(runtime: &Runtime, record: &sessionbox::Ses
 /// closed, so opening and closing sockets in turn fills the table.
 #[tokio::test]
 async fn leaked_socket_handles_stop_at_the_resource_limit() {
-    let runtime = runtime();
-    let limits = Limits {
-        resources: 8,
-        ..Limits::default()
-    };
-    let hello = load(&runtime, "hello", limits);
-    let mut watched = start(&runtime, &hello, "").await;
+    let (runtime, mut watched) = hello_with_eight_handles().await;
     for _ in 0..9 {
         let Ok(socket) = watched.session.open_websocket("/ws".into(), vec![]).await else {
             break;

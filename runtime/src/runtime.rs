@@ -246,9 +246,7 @@ impl Runtime {
             calls: Calls::new(
                 Arc::clone(&self.dialer),
                 events.clone(),
-                log.clone(),
                 Arc::clone(&limits),
-                Arc::clone(&scenario.http_rules),
             ),
             sockets: Default::default(),
             http: HttpState::new(

@@ -15,9 +15,7 @@ use wasmtime::component::Resource;
 use super::{SessionState, running_only};
 use crate::bindings::sessionbox::scenario::calls::{self, CallState, DialOptions};
 use crate::bindings::{Capability, Refusal};
-use crate::capabilities::http::destination::HostRule;
 use crate::limits::Limits;
-use crate::log::SessionLog;
 use crate::session::EventSink;
 use crate::telephony::{CallAction, CallContext, CallLink, DialRequest, Dialer};
 
@@ -30,11 +28,9 @@ pub struct CallHandle {
 
 pub(crate) struct Calls {
     dialer: Arc<dyn Dialer>,
-    /// What each call's far end is given to report back with.
+    /// Where each call's far end sends its outcomes.
     events: EventSink,
-    log: SessionLog,
     limits: Arc<Limits>,
-    http_rules: Arc<[HostRule]>,
     legs: BTreeMap<CallId, Leg>,
     attempts: usize,
     /// Ids of outbound calls; incoming calls are numbered by the session
@@ -72,34 +68,15 @@ impl LegState {
 }
 
 impl Calls {
-    pub fn new(
-        dialer: Arc<dyn Dialer>,
-        events: EventSink,
-        log: SessionLog,
-        limits: Arc<Limits>,
-        http_rules: Arc<[HostRule]>,
-    ) -> Self {
+    pub fn new(dialer: Arc<dyn Dialer>, events: EventSink, limits: Arc<Limits>) -> Self {
         Calls {
             dialer,
             events,
-            log,
             limits,
-            http_rules,
             legs: BTreeMap::new(),
             attempts: 0,
             next_outbound: CallId::MAX,
         }
-    }
-
-    /// What the far end of `call` reports back with.
-    pub fn context(&self, call: CallId) -> CallContext {
-        CallContext::new(
-            call,
-            self.events.clone(),
-            self.log.clone(),
-            Arc::clone(&self.limits),
-            Arc::clone(&self.http_rules),
-        )
     }
 
     /// Admits an incoming call, or rejects it (403, as VoxEngine does) and
@@ -232,6 +209,18 @@ impl Calls {
 }
 
 impl SessionState {
+    /// What the far end of `call` reports back with: the session's queue
+    /// and log, and the app's limits and HTTP rules (for prompts).
+    pub(crate) fn call_context(&self, call: CallId) -> CallContext {
+        CallContext::new(
+            call,
+            self.calls.events.clone(),
+            self.log.clone(),
+            Arc::clone(&self.limits),
+            Arc::clone(self.http.rules()),
+        )
+    }
+
     /// Checks `action` against the call's state and the limits, then hands it
     /// to the telephony side.
     fn call_action(
@@ -319,7 +308,7 @@ impl calls::Host for SessionState {
                 display_name: options.display_name,
                 headers: options.headers,
             };
-            match self.calls.dialer.dial(request, self.calls.context(id)) {
+            match self.calls.dialer.dial(request, self.call_context(id)) {
                 Ok(placed) => link = Some(placed),
                 Err(reason) => rule = Err(reason),
             }

@@ -224,10 +224,9 @@ impl Driver {
                 incoming,
                 connect,
             } => {
-                let calls = &mut self.store.data_mut().calls;
-                let link = connect(calls.context(call));
-                if let Err(reason) = calls.admit(call, link) {
-                    let state = self.store.data_mut();
+                let state = self.store.data_mut();
+                let link = connect(state.call_context(call));
+                if let Err(reason) = state.calls.admit(call, link) {
                     state.refuse(crate::bindings::Capability::Calls, reason);
                     return Ok(());
                 }

@@ -265,7 +265,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_prompt_goes_out_paced_in_order_and_one_press_is_one_tone() {
+    async fn a_prompt_goes_out_in_order_and_one_press_is_one_tone() {
         let loopback = "127.0.0.1".parse().unwrap();
         let mut rtp = Rtp::bind(loopback, loopback, None).unwrap();
         let far = UdpSocket::bind("127.0.0.1:0").await.unwrap();

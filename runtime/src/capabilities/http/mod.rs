@@ -77,6 +77,11 @@ impl HttpState {
         }
     }
 
+    /// The app's allowlist of destinations.
+    pub fn rules(&self) -> &Arc<[HostRule]> {
+        &self.policy.rules
+    }
+
     /// Resolves when no outbound request is in flight.
     pub async fn wait_idle(&self) {
         let mut in_flight = self.policy.in_flight.subscribe();
