@@ -7,6 +7,7 @@
 //!   cargo bench --bench sessions -- --smoke # one short run each, no claims
 //!   cargo bench --bench sessions -- --sweep # also the scaling curves, as
 //!                                           # `csv,...` lines (docs/perf)
+//!   cargo bench --bench sessions -- w2      # only W2 (or w1), e.g. to profile
 //!
 //! Unset RUST_BACKTRACE when measuring (`env -u RUST_BACKTRACE cargo bench
 //! ...`): wasmtime captures a backtrace for every error it builds.
@@ -41,6 +42,7 @@ struct Settings {
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let sweep = std::env::args().any(|a| a == "--sweep");
+    let only = std::env::args().find(|a| a == "w1" || a == "w2");
     let settings = if smoke {
         Settings {
             runs: 1,
@@ -57,10 +59,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    tokio.block_on(bench(settings, smoke, sweep));
+    tokio.block_on(bench(settings, smoke, sweep, only.as_deref()));
 }
 
-async fn bench(settings: Settings, smoke: bool, sweep: bool) {
+async fn bench(settings: Settings, smoke: bool, sweep: bool, only: Option<&str>) {
     let guest_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/bench-echo.wasm");
     let guest = std::fs::read(&guest_path).unwrap_or_else(|e| {
         panic!(
@@ -110,15 +112,19 @@ async fn bench(settings: Settings, smoke: bool, sweep: bool) {
             )
         }
     };
-    let (rates, (s_latency, b_latency)) = w1(IN_FLIGHT).await;
-    report("W1 lifecycle, sessions/s", rates);
-    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-        let (s, b) = (percentile_us(&s_latency, p), percentile_us(&b_latency, p));
-        report(&format!("W1 latency {label}, µs"), (s, b));
+    if only.is_none_or(|w| w == "w1") {
+        let (rates, (s_latency, b_latency)) = w1(IN_FLIGHT).await;
+        report("W1 lifecycle, sessions/s", rates);
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (s, b) = (percentile_us(&s_latency, p), percentile_us(&b_latency, p));
+            report(&format!("W1 latency {label}, µs"), (s, b));
+        }
     }
-    for sessions in [1, MANY_SESSIONS] {
-        let label = format!("W2 dispatch, {sessions} session(s), events/s");
-        report(&label, w2(sessions).await);
+    if only.is_none_or(|w| w == "w2") {
+        for sessions in [1, MANY_SESSIONS] {
+            let label = format!("W2 dispatch, {sessions} session(s), events/s");
+            report(&label, w2(sessions).await);
+        }
     }
     if sweep {
         for x in SWEEP {
@@ -272,15 +278,15 @@ impl Sessionbox {
             let options = StartOptions::default();
             handles.push(self.runtime.start(&self.scenario, options).await.unwrap());
         }
-        let request = echo_request();
+        let request = Arc::new(echo_request());
         let start = Instant::now();
         let mut tasks = JoinSet::new();
         for (i, session) in handles.iter().cloned().enumerate() {
             let share = events / sessions + usize::from(i < events % sessions);
-            let request = request.clone();
+            let request = Arc::clone(&request);
             tasks.spawn(async move {
                 for _ in 0..share {
-                    let response = session.http_request(request.clone()).await.unwrap();
+                    let response = session.http_request(Arc::clone(&request)).await.unwrap();
                     assert!(response.status == 200 && response.body == request.body);
                 }
             });

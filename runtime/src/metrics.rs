@@ -3,14 +3,16 @@
 //! runtime, updated where the thing happens (the driver, the capability
 //! gates, the memory limiter) and rendered by `GET /metrics`.
 
+mod sharded;
+
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sharded::{DurationHistogram, ShardedU64};
 
 use crate::session::EventKind;
 
@@ -48,11 +50,11 @@ pub struct Metrics {
     pub sessions_live: Gauge,
     pub sessions_started: Counter,
     pub sessions_finished: Family<FinishLabels, Counter>,
-    events_delivered: Family<EventLabels, Counter>,
+    events_delivered: Family<EventLabels, Counter<u64, ShardedU64>>,
     /// `events_delivered`'s counters by `EventKind as usize`: no label
     /// lookup on the dispatch path.
-    events_by_kind: Vec<Counter>,
-    pub handler_seconds: Histogram,
+    events_by_kind: Vec<Counter<u64, ShardedU64>>,
+    pub handler_seconds: DurationHistogram,
     pub refusals: Family<RefusalLabels, Counter>,
     pub http_requests: Counter,
     pub quota_refusals: Family<QuotaLabels, Counter>,
@@ -69,10 +71,7 @@ impl Default for Metrics {
             sessions_finished: Family::default(),
             events_delivered: Family::default(),
             events_by_kind: Vec::new(),
-            // 10 µs .. ~5 s
-            handler_seconds: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
-            ),
+            handler_seconds: DurationHistogram::default(),
             refusals: Family::default(),
             http_requests: Counter::default(),
             quota_refusals: Family::default(),

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 
@@ -24,7 +24,7 @@ use crate::log::SessionLog;
 use crate::metrics::Metrics;
 use crate::scenario::{Scenario, check_bytes, one_line, prelink};
 use crate::session::budget::{self, Budget, MemoryLimit};
-use crate::session::{Driver, EventSink, Observer, SessionHandle};
+use crate::session::{Core, Driver, EventSink, Mailbox, Observer, SessionHandle};
 use crate::shared_limits::SharedLimits;
 use crate::telephony::{Dialer, InProcessDialer};
 
@@ -227,8 +227,8 @@ impl Runtime {
             limits.log_bytes,
             options.observer.clone(),
         );
-        let (queue_tx, queue) = mpsc::channel(limits.queued_events);
-        let events = EventSink(queue_tx);
+        let mailbox = Arc::new(Mailbox::new(limits.queued_events));
+        let events = EventSink(Arc::downgrade(&mailbox));
         let handle_log = log.clone();
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resources);
@@ -284,19 +284,17 @@ impl Runtime {
         self.metrics.sessions_started.inc();
         self.metrics.sessions_live.inc();
         let (finished_tx, finished) = watch::channel(None);
-        let driver = Driver::new(
-            store,
-            bindings,
-            queue,
-            options.observer,
-            options.on_finish,
-            scenario.name.clone(),
-            finished_tx,
-            limits,
-            permit,
-        );
-        tokio::spawn(driver.run(options.custom_data));
-        Ok(SessionHandle::new(id, events, handle_log, finished))
+        let core = Box::new(Core::new(store, bindings, options.observer, limits));
+        let driver = Driver {
+            mailbox: Arc::clone(&mailbox),
+            on_finish: options.on_finish,
+            scenario: scenario.name.clone(),
+            started_at: SystemTime::now(),
+            finished: finished_tx,
+            capacity: permit,
+        };
+        tokio::spawn(driver.run(core, options.custom_data));
+        Ok(SessionHandle::new(id, mailbox, handle_log, finished))
     }
 }
 

@@ -1,11 +1,11 @@
-//! The events a session's queue carries, and the sink that feeds it.
+//! The events a session receives, and the entries its queue carries.
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::SessionError;
 use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use crate::capabilities::calls::CallId;
 use crate::capabilities::websockets::{SocketCommand, SocketId};
-use crate::session::SessionError;
 use crate::telephony::ConnectCall;
 
 /// An incoming call as the telephony side presents it.
@@ -92,6 +92,15 @@ impl EventKind {
         }
     }
 
+    /// Whether delivering it counts as activity against the idle timeout:
+    /// everything but the session's own phases and timers.
+    pub fn is_activity(self) -> bool {
+        !matches!(
+            self,
+            Self::Started | Self::Terminating | Self::Terminated | Self::TimerFired
+        )
+    }
+
     /// The `app-events` function that handles it.
     pub fn handler(self) -> &'static str {
         match self {
@@ -123,7 +132,7 @@ pub(crate) enum Event {
         connect: ConnectCall,
     },
     HttpRequest {
-        request: HttpRequestEvent,
+        request: std::sync::Arc<HttpRequestEvent>,
         respond: oneshot::Sender<Result<HttpResponse, SessionError>>,
     },
     WebsocketOpened {
@@ -165,38 +174,4 @@ pub(crate) enum Event {
         call: CallId,
     },
     Terminate(TerminateCause),
-}
-
-impl Event {
-    /// Whether this event comes from outside the session and so counts as
-    /// activity against the idle timeout.
-    pub fn is_activity(&self) -> bool {
-        !matches!(self, Event::Terminate(_))
-    }
-}
-
-/// The sending side of a session's queue.
-#[derive(Clone)]
-pub struct EventSink(pub(crate) mpsc::Sender<Event>);
-
-impl EventSink {
-    /// Queues an event from outside, failing when the queue is full or the
-    /// session has finished.
-    pub(crate) fn send(&self, event: Event) -> Result<(), SessionError> {
-        self.0.try_send(event).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SessionError::Busy,
-            mpsc::error::TrySendError::Closed(_) => SessionError::Finished,
-        })
-    }
-
-    /// Queues an outcome the host itself produced (a call answered, a
-    /// playback finished). If the queue is full or gone the session has
-    /// bigger problems than this event; it is dropped and traced.
-    pub(crate) fn send_from_host(&self, event: Event) {
-        // A closed queue means the session is ending and no longer wants
-        // call events; a full one is worth a trace.
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.0.try_send(event) {
-            tracing::warn!("a session's queue is full: dropped a telephony event");
-        }
-    }
 }

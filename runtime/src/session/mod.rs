@@ -1,13 +1,18 @@
 //! A session: one store, one instance, its event queue and its phase.
 //!
-//! A session is a tokio task (the [`driver`]) that owns the store and
-//! delivers queued events one at a time, each handler running to completion,
-//! in arrival order (the VoxEngine model). Everything outside talks to it
-//! through a [`SessionHandle`].
+//! A session delivers its events one at a time, each handler running to
+//! completion, in arrival order (the VoxEngine model). Its [`core`] (store
+//! and instance) belongs to a tokio task (the [`driver`]) that walks the
+//! phases and delivers queued events, timers and deadlines; while that task
+//! is idle, an HttpRequest runs in the caller's own task instead (see
+//! [`mailbox`]). Everything outside talks to a session through a
+//! [`SessionHandle`].
 
 pub(crate) mod budget;
+mod core;
 mod driver;
 mod event;
+mod mailbox;
 mod record;
 
 use std::fmt;
@@ -16,9 +21,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub(crate) use self::core::Core;
 pub(crate) use driver::Driver;
 pub(crate) use event::Event;
-pub use event::{EventKind, EventSink, IncomingCall, TerminateCause};
+pub use event::{EventKind, IncomingCall, TerminateCause};
+use mailbox::Borrowed;
+pub use mailbox::EventSink;
+pub(crate) use mailbox::Mailbox;
 pub use record::{FinishReason, SessionRecord, TerminateCauseName};
 
 use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
@@ -82,7 +91,7 @@ pub struct SessionHandle(Arc<HandleInner>);
 
 struct HandleInner {
     id: String,
-    events: EventSink,
+    mailbox: Arc<Mailbox>,
     /// Ids for calls and sockets, which the outside names before the
     /// session has seen them.
     next_id: AtomicU32,
@@ -96,13 +105,13 @@ const SOCKET_COMMAND_QUEUE: usize = 64;
 impl SessionHandle {
     pub(crate) fn new(
         id: String,
-        events: EventSink,
+        mailbox: Arc<Mailbox>,
         log: SessionLog,
         finished: watch::Receiver<Option<Arc<SessionRecord>>>,
     ) -> Self {
         SessionHandle(Arc::new(HandleInner {
             id,
-            events,
+            mailbox,
             next_id: AtomicU32::new(1),
             log,
             finished,
@@ -118,14 +127,23 @@ impl SessionHandle {
     }
 
     /// Delivers an HttpRequest; the scenario's return value is the answer.
+    /// An idle session runs the handler in the caller's task. A request
+    /// shared (an `Arc`) is not copied: the same one can go to many sessions.
     pub async fn http_request(
         &self,
-        request: HttpRequestEvent,
+        request: impl Into<Arc<HttpRequestEvent>>,
     ) -> Result<HttpResponse, SessionError> {
+        let request = request.into();
+        let mailbox = &self.0.mailbox;
+        if let Some(mut core) = mailbox.take_idle()? {
+            return Borrowed::new(Arc::clone(mailbox), async move {
+                let answer = core.answer_http(&request).await;
+                (core, answer)
+            })
+            .await;
+        }
         let (respond, response) = oneshot::channel();
-        self.0
-            .events
-            .send(Event::HttpRequest { request, respond })?;
+        mailbox.post(Event::HttpRequest { request, respond })?;
         response.await.unwrap_or(Err(SessionError::Finished))
     }
 
@@ -147,7 +165,7 @@ impl SessionHandle {
         connect: ConnectCall,
     ) -> Result<CallId, SessionError> {
         let call = self.next_id();
-        self.0.events.send(Event::CallAlerting {
+        self.0.mailbox.post(Event::CallAlerting {
             call,
             incoming,
             connect,
@@ -157,27 +175,29 @@ impl SessionHandle {
 
     /// The far end hung up.
     pub fn remote_hangup(&self, call: CallId) -> Result<(), SessionError> {
-        self.0.events.send(Event::CallDisconnected { call })
+        self.0.mailbox.post(Event::CallDisconnected { call })
     }
 
     /// The far end gave up or the network failed the call before it connected.
     pub fn remote_failed(&self, call: CallId, code: u16, reason: &str) -> Result<(), SessionError> {
         let reason = reason.to_owned();
-        self.0.events.send(Event::CallFailed { call, code, reason })
+        self.0
+            .mailbox
+            .post(Event::CallFailed { call, code, reason })
     }
 
     /// The far end pressed a key.
     pub fn remote_tone(&self, call: CallId, tone: &str) -> Result<(), SessionError> {
         let tone = tone.to_owned();
-        self.0.events.send(Event::CallToneReceived { call, tone })
+        self.0.mailbox.post(Event::CallToneReceived { call, tone })
     }
 
     /// The far end sent an in-call message.
     pub fn remote_message(&self, call: CallId, text: &str) -> Result<(), SessionError> {
         let text = text.to_owned();
         self.0
-            .events
-            .send(Event::CallMessageReceived { call, text })
+            .mailbox
+            .post(Event::CallMessageReceived { call, text })
     }
 
     /// A client asks to open a WebSocket on the access URL. Resolves when the
@@ -191,7 +211,7 @@ impl SessionHandle {
         let socket = self.next_id();
         let (commands, commands_rx) = mpsc::channel(SOCKET_COMMAND_QUEUE);
         let (accepted, decision) = oneshot::channel();
-        self.0.events.send(Event::WebsocketOpened {
+        self.0.mailbox.post(Event::WebsocketOpened {
             socket,
             path,
             headers,
@@ -212,8 +232,8 @@ impl SessionHandle {
         message: Message,
     ) -> Result<(), SessionError> {
         self.0
-            .events
-            .send(Event::WebsocketMessage { socket, message })
+            .mailbox
+            .post(Event::WebsocketMessage { socket, message })
     }
 
     /// The client closed a socket.
@@ -223,7 +243,7 @@ impl SessionHandle {
         code: u16,
         reason: String,
     ) -> Result<(), SessionError> {
-        self.0.events.send(Event::WebsocketClosed {
+        self.0.mailbox.post(Event::WebsocketClosed {
             socket,
             code,
             reason,
@@ -232,7 +252,7 @@ impl SessionHandle {
 
     /// Asks the session to end (Terminating, then Terminated).
     pub fn terminate(&self) -> Result<(), SessionError> {
-        self.0.events.send(Event::Terminate(TerminateCause::Host))
+        self.0.mailbox.post(Event::Terminate(TerminateCause::Host))
     }
 
     /// The session's log so far (a live session's; a finished one's is in

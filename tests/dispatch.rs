@@ -1,0 +1,167 @@
+//! Events run one at a time and in arrival order, whoever runs them. An
+//! idle session runs an HttpRequest in the caller's own task rather than
+//! handing it to the session's task; these check what that must not change:
+//! a caller that gives up does not stop a handler halfway, events that
+//! arrive meanwhile wait their turn, and what a handler sets up (a timer)
+//! still reaches the session's task.
+
+mod support;
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use support::*;
+use tokio::sync::{Notify, mpsc};
+
+/// An origin whose `/gated` answers only once the test opens the gate (and
+/// tells the test when such a request arrives); any other path answers at
+/// once.
+async fn gated_origin() -> (String, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    let gate = Arc::new(Notify::new());
+    let url = {
+        let gate = Arc::clone(&gate);
+        origin::serve(move |request| {
+            let (arrived_tx, gate) = (arrived_tx.clone(), Arc::clone(&gate));
+            async move {
+                if request.uri().path() == "/gated" {
+                    let opened = gate.notified();
+                    let _ = arrived_tx.send(());
+                    opened.await;
+                }
+                let body = format!("answered {}", request.uri().path());
+                hyper::Response::new(http_body_util::Full::new(body.into()).boxed())
+            }
+        })
+        .await
+    };
+    (url, arrived, gate)
+}
+
+fn fetch(url: &str) -> sessionbox::bindings::HttpRequestEvent {
+    request("GET", &format!("/fetch?{url}"), "")
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_stop_its_handler_halfway() {
+    let runtime = runtime();
+    let scenario = load(&runtime, "fetcher", loopback_allowed());
+    let mut watched = start(&runtime, &scenario, "").await;
+    watched.until_event("Started").await; // idle from here: see the last test
+    let (origin, mut arrived, gate) = gated_origin().await;
+
+    // The handler is waiting on its fetch when its caller goes away.
+    let caller = {
+        let session = watched.session.clone();
+        let gated = fetch(&format!("{origin}/gated"));
+        tokio::spawn(async move { session.http_request(gated).await })
+    };
+    arrived.recv().await.unwrap();
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    gate.notify_one();
+
+    // The handler ran to its end, and the session goes on.
+    watched
+        .until_log(&format!("fetched {origin}/gated: 200"))
+        .await;
+    let next = watched
+        .session
+        .http_request(fetch(&format!("{origin}/next")))
+        .await
+        .unwrap();
+    assert_eq!(next.body, b"status 200 answered /next");
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+    assert!(record.finish_reason.is_normal(), "{}", record.finish_reason);
+    assert_eq!(record.events["HttpRequest"], 2);
+}
+
+#[tokio::test]
+async fn events_that_arrive_during_a_handler_follow_it_in_order() {
+    let runtime = runtime();
+    let scenario = load(&runtime, "fetcher", loopback_allowed());
+    let mut watched = start(&runtime, &scenario, "").await;
+    watched.until_event("Started").await; // idle from here: see the last test
+    let (origin, mut arrived, gate) = gated_origin().await;
+
+    let first = {
+        let session = watched.session.clone();
+        let gated = fetch(&format!("{origin}/gated"));
+        tokio::spawn(async move { session.http_request(gated).await })
+    };
+    arrived.recv().await.unwrap();
+    // While the first handler waits, a second request and the end arrive:
+    // the request is queued on its first poll, the end at once.
+    let mut second = Box::pin(
+        watched
+            .session
+            .http_request(fetch(&format!("{origin}/second"))),
+    );
+    tokio::select! {
+        biased;
+        _ = &mut second => panic!("the second request ran beside the first"),
+        () = std::future::ready(()) => {}
+    }
+    watched.session.terminate().unwrap();
+    gate.notify_one();
+
+    assert_eq!(
+        first.await.unwrap().unwrap().body,
+        b"status 200 answered /gated"
+    );
+    assert_eq!(second.await.unwrap().body, b"status 200 answered /second");
+    let record = watched.finished().await;
+    let fetched: Vec<_> = lines(&record, sessionbox::log::LogSource::Scenario)
+        .into_iter()
+        .filter(|line| line.starts_with("fetched"))
+        .collect();
+    assert_eq!(
+        fetched,
+        [
+            format!("fetched {origin}/gated: 200"),
+            format!("fetched {origin}/second: 200")
+        ]
+    );
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "HttpRequest",
+            "HttpRequest",
+            "Terminating",
+            "Terminated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_timer_set_by_a_handler_in_the_callers_task_fires() {
+    let runtime = runtime();
+    // http-request sets a 10 ms timeout; nothing else would wake the
+    // session before its idle timeout (60 s).
+    let guest = wat::scenario(
+        &[(
+            "http-request",
+            "(call $set_timeout (i32.const 10) (i32.const 256)) (i32.const 1024)",
+        )],
+        r#"(import "sessionbox:scenario/timers@0.1.0" "set-timeout" (func $set_timeout (param i32 i32)))"#,
+        "",
+    );
+    let scenario = runtime
+        .load("timer-setter", &guest, sessionbox::Limits::default())
+        .unwrap();
+    let mut watched = start(&runtime, &scenario, "").await;
+    // The test runtime has one thread: once Started is seen, the session's
+    // task has run it and gone idle, so the request runs in this task.
+    watched.until_event("Started").await;
+    let answer = watched
+        .session
+        .http_request(request("GET", "/", ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    watched.until_event("TimerFired").await;
+    watched.session.terminate().unwrap();
+    assert!(watched.finished().await.finish_reason.is_normal());
+}
