@@ -278,12 +278,14 @@ impl Sessionbox {
             let options = StartOptions::default();
             handles.push(self.runtime.start(&self.scenario, options).await.unwrap());
         }
-        let request = Arc::new(echo_request());
+        let request = echo_request();
         let start = Instant::now();
         let mut tasks = JoinSet::new();
         for (i, session) in handles.iter().cloned().enumerate() {
             let share = events / sessions + usize::from(i < events % sessions);
-            let request = Arc::clone(&request);
+            // A request of its own per task, as the bare tasks have: one
+            // shared by all would bounce its count between the cores.
+            let request = Arc::new(request.clone());
             tasks.spawn(async move {
                 for _ in 0..share {
                     let response = session.http_request(Arc::clone(&request)).await.unwrap();
