@@ -82,10 +82,10 @@ impl Mailbox {
         if !state.open {
             return Err(SessionError::Finished);
         }
-        Ok(match state.queue.is_empty() {
-            true => state.shelf.take(),
-            false => None,
-        })
+        if !state.queue.is_empty() {
+            return Ok(None);
+        }
+        Ok(state.shelf.take())
     }
 
     /// Queues an admitted event; the session's task hears of it if it is
