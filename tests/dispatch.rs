@@ -42,21 +42,34 @@ fn fetch(url: &str) -> sessionbox::bindings::HttpRequestEvent {
     request("GET", &format!("/fetch?{url}"), "")
 }
 
-#[tokio::test]
-async fn a_caller_that_gives_up_does_not_stop_its_handler_halfway() {
-    let runtime = runtime();
-    let scenario = load(&runtime, "fetcher", loopback_allowed());
-    let mut watched = start(&runtime, &scenario, "").await;
+/// A fetcher session whose HttpRequest, run in a caller's task (the task
+/// returned), waits on the gated origin's `/gated` (returned with its gate).
+async fn waiting_in_a_handler(
+    runtime: &sessionbox::Runtime,
+) -> (
+    Watched,
+    String,
+    Arc<Notify>,
+    tokio::task::JoinHandle<Result<sessionbox::bindings::HttpResponse, sessionbox::SessionError>>,
+) {
+    let scenario = load(runtime, "fetcher", loopback_allowed());
+    let mut watched = start(runtime, &scenario, "").await;
     watched.until_event("Started").await; // idle from here: see the last test
     let (origin, mut arrived, gate) = gated_origin().await;
-
-    // The handler is waiting on its fetch when its caller goes away.
     let caller = {
         let session = watched.session.clone();
         let gated = fetch(&format!("{origin}/gated"));
         tokio::spawn(async move { session.http_request(gated).await })
     };
     arrived.recv().await.unwrap();
+    (watched, origin, gate, caller)
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_stop_its_handler_halfway() {
+    let runtime = runtime();
+    let (mut watched, origin, gate, caller) = waiting_in_a_handler(&runtime).await;
+    // The handler is waiting on its fetch when its caller goes away.
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
     gate.notify_one();
@@ -80,17 +93,7 @@ async fn a_caller_that_gives_up_does_not_stop_its_handler_halfway() {
 #[tokio::test]
 async fn events_that_arrive_during_a_handler_follow_it_in_order() {
     let runtime = runtime();
-    let scenario = load(&runtime, "fetcher", loopback_allowed());
-    let mut watched = start(&runtime, &scenario, "").await;
-    watched.until_event("Started").await; // idle from here: see the last test
-    let (origin, mut arrived, gate) = gated_origin().await;
-
-    let first = {
-        let session = watched.session.clone();
-        let gated = fetch(&format!("{origin}/gated"));
-        tokio::spawn(async move { session.http_request(gated).await })
-    };
-    arrived.recv().await.unwrap();
+    let (mut watched, origin, gate, first) = waiting_in_a_handler(&runtime).await;
     // While the first handler waits, a second request and the end arrive:
     // the request is queued on its first poll, the end at once.
     let mut second = Box::pin(
