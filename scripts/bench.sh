@@ -4,7 +4,7 @@
 # scaling curves as CSV under docs/perf/ (plotted by docs/perf/plot.gp when
 # gnuplot is installed).
 #
-#   scripts/bench.sh          # full run (~5 min after the release build)
+#   scripts/bench.sh          # full run (~8 min after the release build)
 #   scripts/bench.sh --smoke  # a short run of everything; asserts no timings
 #
 # - W1 lifecycle, W2 dispatch: cargo bench --bench sessions (beside a bare

@@ -42,36 +42,49 @@ fn fetch(url: &str) -> sessionbox::bindings::HttpRequestEvent {
     request("GET", &format!("/fetch?{url}"), "")
 }
 
-/// A fetcher session whose HttpRequest, run in a caller's task (the task
-/// returned), waits on the gated origin's `/gated` (returned with its gate).
+type Answer = Result<sessionbox::bindings::HttpResponse, sessionbox::SessionError>;
+
+/// Polls `request` once: an idle session starts it in this task, a busy
+/// one queues it.
+async fn poll_once(request: &mut std::pin::Pin<Box<impl Future<Output = Answer>>>) {
+    tokio::select! {
+        biased;
+        _ = request.as_mut() => panic!("answered before the gated handler ended"),
+        () = std::future::ready(()) => {}
+    }
+}
+
+/// A fetcher session whose HttpRequest, run in this (the test's) task,
+/// waits on the gated origin's `/gated`: the request's future, the origin
+/// and its gate.
 async fn waiting_in_a_handler(
     runtime: &sessionbox::Runtime,
 ) -> (
     Watched,
+    std::pin::Pin<Box<impl Future<Output = Answer> + use<>>>,
     String,
     Arc<Notify>,
-    tokio::task::JoinHandle<Result<sessionbox::bindings::HttpResponse, sessionbox::SessionError>>,
 ) {
     let scenario = load(runtime, "fetcher", loopback_allowed());
     let mut watched = start(runtime, &scenario, "").await;
     watched.until_event("Started").await; // idle from here: see the last test
     let (origin, mut arrived, gate) = gated_origin().await;
-    let caller = {
-        let session = watched.session.clone();
-        let gated = fetch(&format!("{origin}/gated"));
-        tokio::spawn(async move { session.http_request(gated).await })
-    };
-    arrived.recv().await.unwrap();
-    (watched, origin, gate, caller)
+    let session = watched.session.clone();
+    let gated = fetch(&format!("{origin}/gated"));
+    let mut first = Box::pin(async move { session.http_request(gated).await });
+    tokio::select! {
+        _ = first.as_mut() => panic!("answered before the gate opened"),
+        _ = arrived.recv() => {}
+    }
+    (watched, first, origin, gate)
 }
 
 #[tokio::test]
 async fn a_caller_that_gives_up_does_not_stop_its_handler_halfway() {
     let runtime = runtime();
-    let (mut watched, origin, gate, caller) = waiting_in_a_handler(&runtime).await;
+    let (mut watched, first, origin, gate) = waiting_in_a_handler(&runtime).await;
     // The handler is waiting on its fetch when its caller goes away.
-    caller.abort();
-    assert!(caller.await.unwrap_err().is_cancelled());
+    drop(first);
     gate.notify_one();
 
     // The handler ran to its end, and the session goes on.
@@ -93,27 +106,35 @@ async fn a_caller_that_gives_up_does_not_stop_its_handler_halfway() {
 #[tokio::test]
 async fn events_that_arrive_during_a_handler_follow_it_in_order() {
     let runtime = runtime();
-    let (mut watched, origin, gate, first) = waiting_in_a_handler(&runtime).await;
-    // While the first handler waits, a second request and the end arrive:
-    // the request is queued on its first poll, the end at once.
-    let mut second = Box::pin(
-        watched
-            .session
-            .http_request(fetch(&format!("{origin}/second"))),
-    );
-    tokio::select! {
-        biased;
-        _ = &mut second => panic!("the second request ran beside the first"),
-        () = std::future::ready(()) => {}
-    }
-    watched.session.terminate().unwrap();
+    let (mut watched, mut first, origin, gate) = waiting_in_a_handler(&runtime).await;
+    let request = |path: &str| {
+        let session = watched.session.clone();
+        let request = fetch(&format!("{origin}/{path}"));
+        Box::pin(async move { session.http_request(request).await })
+    };
+    // While the first handler waits, a second request arrives and queues.
+    let mut second = request("second");
+    poll_once(&mut second).await;
     gate.notify_one();
-
     assert_eq!(
-        first.await.unwrap().unwrap().body,
+        first.as_mut().await.unwrap().body,
         b"status 200 answered /gated"
     );
-    assert_eq!(second.await.unwrap().body, b"status 200 answered /second");
+    // The first caller has just put the core back, with the second request
+    // queued and the session's task not yet run (the test runtime has one
+    // thread): a third request now finds the core idle but must not jump
+    // the queue.
+    let mut third = request("third");
+    poll_once(&mut third).await;
+    watched.session.terminate().unwrap();
+
+    // (Were the third running now, it would hold the session while this
+    // test waits for the second: the guard turns that into a failure.)
+    let second = tokio::time::timeout(PATIENCE, second)
+        .await
+        .expect("the second request never ran: did the third jump the queue?");
+    assert_eq!(second.unwrap().body, b"status 200 answered /second");
+    assert_eq!(third.await.unwrap().body, b"status 200 answered /third");
     let record = watched.finished().await;
     let fetched: Vec<_> = lines(&record, sessionbox::log::LogSource::Scenario)
         .into_iter()
@@ -121,15 +142,13 @@ async fn events_that_arrive_during_a_handler_follow_it_in_order() {
         .collect();
     assert_eq!(
         fetched,
-        [
-            format!("fetched {origin}/gated: 200"),
-            format!("fetched {origin}/second: 200")
-        ]
+        ["gated", "second", "third"].map(|path| format!("fetched {origin}/{path}: 200"))
     );
     assert_eq!(
         watched.seen,
         [
             "Started",
+            "HttpRequest",
             "HttpRequest",
             "HttpRequest",
             "Terminating",
