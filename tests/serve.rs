@@ -29,6 +29,7 @@ fn config_text(dir: &Path) -> String {
 [server]
 database = "{db}"
 shutdown_deadline = 5000
+max_body_bytes = 4096
 # The reload test calls the reload itself.
 watch_scenarios = 0
 
@@ -210,16 +211,17 @@ async fn a_session_starts_answers_terminates_and_leaves_its_history() {
         status,
         json!({"session": id, "requests": 1, "custom_data": "hi"})
     );
+    // The path arrives as the client sent it, not percent-decoded.
     let missing = running
         .client
-        .delete(format!("{access}/nope"))
+        .delete(format!("{access}/no%20pe/a%2Fb"))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         missing.text().await.unwrap(),
-        r#"{"error":"no route for DELETE /nope"}"#
+        r#"{"error":"no route for DELETE /no%20pe/a%2Fb"}"#
     );
 
     let (_, live) = running.get(&format!("/v1/sessions/{id}"), ACME).await;
@@ -254,7 +256,7 @@ async fn a_session_starts_answers_terminates_and_leaves_its_history() {
         lines,
         [
             "GET /status?verbose=1 -> 200",
-            "DELETE /nope -> 404",
+            "DELETE /no%20pe/a%2Fb -> 404",
             "stopping",
             "POST /stop -> 200",
             "terminating",
@@ -380,6 +382,59 @@ async fn bad_requests_get_a_json_error_and_create_nothing() {
         .unwrap();
     assert_eq!(delete.status(), StatusCode::NOT_FOUND);
     running.stop().await;
+}
+
+#[tokio::test]
+async fn an_access_request_body_over_the_limit_gets_413_and_no_event() {
+    let running = serve().await;
+    let (_, started) = running.start("remote", ACME, json!({})).await;
+    let access = str_of(&started, "access_url");
+    let too_large = r#"{"error":"the request body is over 4096 bytes"}"#;
+
+    // Announced by Content-Length: refused before it is read.
+    let announced = running
+        .client
+        .post(format!("{access}/custom-data"))
+        .body(vec![b'x'; 4097])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(announced.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(announced.text().await.unwrap(), too_large);
+
+    // Chunked, no length announced: refused once the limit is passed.
+    let (host, path) = access
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let chunk = "x".repeat(3000);
+    let request = format!(
+        "POST /{path}/custom-data HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with(too_large), "{answer}");
+
+    // Neither reached the scenario; a request within the limit does.
+    let status: Value = running
+        .client
+        .get(format!("{access}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["requests"], 1);
 }
 
 #[tokio::test]

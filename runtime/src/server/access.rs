@@ -6,14 +6,16 @@
 //! An unknown session and a wrong secret get the same 404; a finished
 //! session (with the right secret) gets 410.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
 
 use super::api::session_error;
 use super::error::{ApiError, ApiResult};
@@ -26,25 +28,31 @@ use crate::session::{SessionHandle, WebsocketLink};
 /// Hex characters of a session id, then of its secret.
 const ID_LEN: usize = 32;
 
-pub async fn deliver(
-    State(server): State<Arc<Server>>,
-    Path(params): Path<Vec<(String, String)>>,
-    request: Request,
-) -> ApiResult<Response> {
-    let token = &params[0].1;
-    let rest = params.get(1).map_or("", |(_, rest)| rest.as_str());
-    let (handle, message_limit) = find(&server, token)?;
-    let query = request
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let path = format!("/{rest}{query}");
+/// The access request `request` is (its path starts with [`PREFIX`]),
+/// delivered: an HttpRequest event answered with the scenario's response,
+/// or a WebSocket upgrade.
+///
+/// Access URLs are the data plane (one request per event), so they are
+/// matched here rather than by the API's router: its matching, path
+/// extraction and boxing cost more than the event's delivery.
+pub async fn deliver(server: Arc<Server>, request: Request) -> Response {
+    handle(&server, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Where access URLs start.
+pub const PREFIX: &str = "/s/";
+
+async fn handle(server: &Server, request: Request) -> ApiResult<Response> {
+    let (token, path) = split_target(request.uri());
+    let (handle, message_limit) = find(server, token)?;
+    let path = path.into_owned();
     let headers: Vec<Header> = request
         .headers()
         .iter()
         .map(|(name, value)| Header {
-            name: name.to_string(),
+            name: name.as_str().to_owned(),
             value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         })
         .collect();
@@ -64,18 +72,58 @@ pub async fn deliver(
             .into_response());
     }
 
-    let method = request.method().to_string();
-    let body = axum::body::to_bytes(request.into_body(), server.settings.max_body_bytes)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+    let method = request.method().as_str().to_owned();
+    let body = read_body(request.into_body(), server.settings.max_body_bytes).await?;
     let event = HttpRequestEvent {
         method,
         path,
         headers,
-        body: body.to_vec(),
+        body,
     };
     let response = handle.http_request(event).await.map_err(session_error)?;
     into_http(response)
+}
+
+/// The token of an access URL and what the scenario sees of it: the path
+/// and query below it, as the client sent them (not percent-decoded),
+/// starting with `/`.
+fn split_target(uri: &Uri) -> (&str, Cow<'_, str>) {
+    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+    let below = target.strip_prefix(PREFIX).unwrap_or_default();
+    let end = below.find(['/', '?']).unwrap_or(below.len());
+    let (token, path) = below.split_at(end);
+    if path.starts_with('/') {
+        (token, Cow::Borrowed(path))
+    } else {
+        (token, Cow::Owned(format!("/{path}")))
+    }
+}
+
+/// A request body read whole into one buffer (the event's), or 413 past
+/// `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {limit} bytes"),
+        )
+    };
+    let announced = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if announced > limit {
+        return Err(too_large());
+    }
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(announced);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The live session a token names and its WebSocket message limit, or the

@@ -2,18 +2,22 @@
 //! the access URLs (`/s/...`) and `/metrics`.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::IntoResponse;
-use axum::routing::{any, delete, get, post, put};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower::{Service, ServiceExt};
 
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::{Server, access};
@@ -23,7 +27,25 @@ use crate::scenario::MAX_COMPONENT_BYTES;
 use crate::session::{IncomingCall, SessionError};
 use crate::storage::{SessionFilter, unix_ms};
 
-pub fn router(server: Arc<Server>) -> Router {
+/// What `serve` answers with. Access URLs go straight to
+/// [`access::deliver`]: they are the data plane, one request per event, and
+/// the router's matching, path extraction and boxing cost more than the
+/// event's delivery. Everything else goes through the API's router.
+pub fn service(
+    server: Arc<Server>,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    let api = router(Arc::clone(&server));
+    tower::service_fn(move |request: Request| {
+        if request.uri().path().starts_with(access::PREFIX) {
+            Either::Left(access::deliver(Arc::clone(&server), request).map(Ok))
+        } else {
+            Either::Right(api.clone().oneshot(request))
+        }
+    })
+}
+
+fn router(server: Arc<Server>) -> Router {
     let body_limit = server.settings.max_body_bytes;
     Router::new()
         .route("/v1/apps/{app}/sessions", post(start_session))
@@ -39,8 +61,6 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/sessions/{id}/calls/{call}/hangup", post(call_hangup))
         .route("/v1/sessions/{id}/calls/{call}/tone", post(call_tone))
         .route("/v1/sessions/{id}/calls/{call}/message", post(call_message))
-        .route("/s/{token}", any(access::deliver))
-        .route("/s/{token}/{*rest}", any(access::deliver))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))

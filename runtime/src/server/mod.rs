@@ -29,7 +29,7 @@ use crate::storage::{NewSession, Storage, StoredSession};
 use axum::http::StatusCode;
 use error::ApiError;
 
-pub use api::router;
+pub use api::service;
 
 /// Finished records kept for a slow listener of [`Server::finished_sessions`].
 const FINISHED_BACKLOG: usize = 1_024;
@@ -505,7 +505,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let draining = Arc::clone(&server);
-    let app = router(Arc::clone(&server));
+    let app =
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(service(Arc::clone(&server)));
     let watch_every = Duration::from_millis(server.settings.watch_scenarios);
     let watcher = (!watch_every.is_zero()).then(|| {
         let server = Arc::downgrade(&server);
