@@ -11,6 +11,14 @@ use sessionbox::bindings::{Header, HttpRequestEvent};
 use sessionbox::{EngineConfig, IncomingCall, Limits, Notice, Runtime, StartOptions};
 use tokio::sync::mpsc;
 
+// Access requests are allocated on one worker thread and often freed on
+// another (a request queued for a busy session). glibc's malloc answers
+// that with arena-lock contention (0.4 futex calls per request in W4);
+// mimalloc frees across threads without a lock. W4: ~10 % more req/s,
+// ~1.5 µs less server CPU per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "A runtime for session-scoped tenant code")]
 struct Cli {
