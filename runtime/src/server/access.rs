@@ -6,7 +6,6 @@
 //! An unknown session and a wrong secret get the same 404; a finished
 //! session (with the right secret) gets 410.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -28,13 +27,9 @@ use crate::session::{SessionHandle, WebsocketLink};
 /// Hex characters of a session id, then of its secret.
 const ID_LEN: usize = 32;
 
-/// The access request `request` is (its path starts with [`PREFIX`]),
-/// delivered: an HttpRequest event answered with the scenario's response,
-/// or a WebSocket upgrade.
-///
-/// Access URLs are the data plane (one request per event), so they are
-/// matched here rather than by the API's router: its matching, path
-/// extraction and boxing cost more than the event's delivery.
+/// Delivers a request below [`PREFIX`] (matched by [`super::service`], not
+/// by the API's router): an HttpRequest event answered with the scenario's
+/// response, or a WebSocket upgrade.
 pub async fn deliver(server: Arc<Server>, request: Request) -> Response {
     handle(&server, request)
         .await
@@ -47,7 +42,6 @@ pub const PREFIX: &str = "/s/";
 async fn handle(server: &Server, request: Request) -> ApiResult<Response> {
     let (token, path) = split_target(request.uri());
     let (handle, message_limit) = find(server, token)?;
-    let path = path.into_owned();
     let headers: Vec<Header> = request
         .headers()
         .iter()
@@ -87,21 +81,21 @@ async fn handle(server: &Server, request: Request) -> ApiResult<Response> {
 /// The token of an access URL and what the scenario sees of it: the path
 /// and query below it, as the client sent them (not percent-decoded),
 /// starting with `/`.
-fn split_target(uri: &Uri) -> (&str, Cow<'_, str>) {
+fn split_target(uri: &Uri) -> (&str, String) {
     let target = uri.path_and_query().map_or("/", |target| target.as_str());
     let below = target.strip_prefix(PREFIX).unwrap_or_default();
     let end = below.find(['/', '?']).unwrap_or(below.len());
     let (token, path) = below.split_at(end);
     if path.starts_with('/') {
-        (token, Cow::Borrowed(path))
+        (token, path.to_owned())
     } else {
-        (token, Cow::Owned(format!("/{path}")))
+        (token, format!("/{path}"))
     }
 }
 
 /// A request body read whole into one buffer (the event's), or 413 past
 /// `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+async fn read_body(mut body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -112,7 +106,6 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     if announced > limit {
         return Err(too_large());
     }
-    let mut body = body;
     let mut bytes = Vec::with_capacity(announced);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
