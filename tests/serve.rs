@@ -150,6 +150,12 @@ impl Running {
         (response.status(), response.json().await.unwrap())
     }
 
+    /// The JSON a GET of `url` (an access URL and below) answers.
+    async fn access_json(&self, url: &str) -> Value {
+        let response = self.client.get(url).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     /// A live session's handle, to wait on its end.
     fn handle(&self, id: &str) -> SessionHandle {
         self.server.session(id).expect("a live session")
@@ -198,15 +204,9 @@ async fn a_session_starts_answers_terminates_and_leaves_its_history() {
     );
 
     // Any method and path below the access URL is an HttpRequest.
-    let status: Value = running
-        .client
-        .get(format!("{access}/status?verbose=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = running
+        .access_json(&format!("{access}/status?verbose=1"))
+        .await;
     assert_eq!(
         status,
         json!({"session": id, "requests": 1, "custom_data": "hi"})
@@ -425,15 +425,7 @@ async fn an_access_request_body_over_the_limit_gets_413_and_no_event() {
     assert!(answer.ends_with(too_large), "{answer}");
 
     // Neither reached the scenario; a request within the limit does.
-    let status: Value = running
-        .client
-        .get(format!("{access}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = running.access_json(&format!("{access}/status")).await;
     assert_eq!(status["requests"], 1);
 }
 
@@ -724,6 +716,8 @@ async fn a_crash_leaves_live_sessions_marked_interrupted() {
     let config = dir.path().join("sessionbox.toml");
     std::fs::write(&config, config_text(dir.path())).unwrap();
     let mut first = spawn_server(&config, dir.path());
+    // Killed the moment the start is answered: the session must already be
+    // in the history (the server commits it before answering).
     let id = start_over_http(&first.url).await;
     signal(&first, "-KILL");
     first.child.wait().unwrap();

@@ -122,7 +122,9 @@ enum Write {
         then: Box<dyn FnOnce() + Send>,
     },
     Forget(String),
-    Flush(mpsc::SyncSender<()>),
+    /// Runs once everything before it is committed and has had its
+    /// consequences.
+    Flush(Box<dyn FnOnce() + Send>),
 }
 
 pub struct Storage {
@@ -176,8 +178,17 @@ impl Storage {
         }
     }
 
-    pub fn started(&self, session: NewSession) {
+    /// Records a session that starts (state `live`). The receiver hears
+    /// once the row is committed (or the commit failed, which is logged):
+    /// a session whose start is announced after that is in the history
+    /// even if the process dies the next moment.
+    pub fn started(&self, session: NewSession) -> tokio::sync::oneshot::Receiver<()> {
         self.send(Write::Started(session));
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.send(Write::Flush(Box::new(move || {
+            let _ = done.send(());
+        })));
+        committed
     }
 
     /// Records a finished session. `session` is repeated so that the write
@@ -203,7 +214,9 @@ impl Storage {
     /// Waits until everything sent so far is committed.
     pub fn flush(&self) {
         let (done, wait) = mpsc::sync_channel(1);
-        self.send(Write::Flush(done));
+        self.send(Write::Flush(Box::new(move || {
+            let _ = done.send(());
+        })));
         let _ = wait.recv();
     }
 
@@ -346,7 +359,7 @@ fn write_loop(mut db: Connection, writes: Receiver<Write>, retention_days: u32) 
         // A flush answers once everything before it is committed and has
         // had its consequences.
         for done in flushes {
-            let _ = done.send(());
+            done();
         }
     }
 }
@@ -359,7 +372,7 @@ fn apply(
     db: &mut Connection,
     batch: Vec<Write>,
     after: &mut Vec<Box<dyn FnOnce() + Send>>,
-    flushes: &mut Vec<mpsc::SyncSender<()>>,
+    flushes: &mut Vec<Box<dyn FnOnce() + Send>>,
 ) -> Result<()> {
     let tx = db.transaction()?;
     for write in batch {
@@ -444,7 +457,7 @@ mod tests {
         let path = dir.path().join("history.db");
         let (storage, interrupted) = Storage::open(&path, 30).unwrap();
         assert_eq!(interrupted, 0);
-        storage.started(NewSession {
+        let committed = storage.started(NewSession {
             id: "s1".into(),
             tenant: "t".into(),
             app: "a".into(),
@@ -452,7 +465,7 @@ mod tests {
             access_secret_sha256: "11".into(),
             started_at: SystemTime::now(),
         });
-        storage.flush();
+        committed.blocking_recv().unwrap();
         assert_eq!(storage.session("s1").unwrap().unwrap().state, "live");
         // The process "dies": nothing finishes the session.
         drop(storage);

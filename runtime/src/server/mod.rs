@@ -272,8 +272,10 @@ impl Server {
     }
 
     /// Starts a session of `app`; Started is its first event. The history
-    /// hears of it before it runs, and of its end through the finish hook,
-    /// which also retires it from the live sessions once that is committed.
+    /// hears of it before it runs and has it committed before the caller
+    /// hears it started (so a crash from then on leaves it `interrupted`,
+    /// not missing); it hears of its end through the finish hook, which also
+    /// retires it from the live sessions once that is committed.
     async fn start_session(
         self: &Arc<Self>,
         app_name: &str,
@@ -306,7 +308,7 @@ impl Server {
                 });
             })
         };
-        self.storage.started(session.clone());
+        let committed = self.storage.started(session.clone());
         // In the map before it runs: its finish hook may retire it at any
         // moment from here on.
         let starting = Live {
@@ -354,6 +356,8 @@ impl Server {
         {
             live.handle = Some(handle.clone());
         }
+        // The writer answers even when the commit failed (it logs that).
+        let _ = committed.await;
         Ok(Started { handle, access_url })
     }
 
