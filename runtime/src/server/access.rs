@@ -106,7 +106,9 @@ async fn read_body(mut body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     if announced > limit {
         return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(announced);
+    // Up front only what a small body needs: an announced length is not
+    // yet data, and a slow client should not hold a large buffer for it.
+    let mut bytes = Vec::with_capacity(announced.min(64 << 10));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
         if let Some(data) = frame.data_ref() {
