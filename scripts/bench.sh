@@ -142,18 +142,18 @@ done = function(summary, latency, requests)
     + summary.errors.write + summary.errors.timeout, summary.requests))
 end
 LUA
-# CPU time (user + system, in clock ticks) process $1 has used.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time process $1 has used, in clock ticks: user, then system.
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 # wrk against URL $1 served by process $2: req/s, p99 µs, errors, requests,
-# and the server's CPU µs per request.
+# and the server's CPU µs per request: in all, and in user space.
 measure() {
-  local before after
-  before=$(cpu_ticks "$2")
+  local user0 sys0 user1 sys1
+  read -r user0 sys0 < <(cpu_ticks "$2")
   wrk -t2 -c64 -d"$duration" --latency -s "$work/echo.lua" "$1" | tee "$work/wrk.out" >&2
-  after=$(cpu_ticks "$2")
+  read -r user1 sys1 < <(cpu_ticks "$2")
   sed -n 's/^result //p' "$work/wrk.out" |
-    awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
-      '{ printf "%s %.1f\n", $0, ticks * 1e6 / hz / $4 }'
+    awk -v user=$((user1 - user0)) -v sys=$((sys1 - sys0)) -v hz="$(getconf CLK_TCK)" \
+      '{ printf "%s %.1f %.1f\n", $0, (user + sys) * 1e6 / hz / $4, user * 1e6 / hz / $4 }'
 }
 # Three rounds, the two servers taking turns (a run's rate on this kind of
 # VM moves by a fifth from one run to the next); each figure is the round
@@ -163,20 +163,20 @@ for round in 1 2 3; do
   measure "http://127.0.0.1:$plain_port/api/v1/echo" "$plain_pid" >>"$work/w4-plain"
 done
 median_round() { sort -n "$1" | sed -n 2p; }
-read -r s_rps s_p99 s_errors s_requests s_cpu < <(median_round "$work/w4-sessionbox")
-read -r p_rps p_p99 p_errors p_requests p_cpu < <(median_round "$work/w4-plain")
+read -r s_rps s_p99 s_errors s_requests s_cpu s_user < <(median_round "$work/w4-sessionbox")
+read -r p_rps p_p99 p_errors p_requests p_cpu p_user < <(median_round "$work/w4-plain")
 s_errors=$(awk '{ n += $3 } END { print n }' "$work/w4-sessionbox")
 p_errors=$(awk '{ n += $3 } END { print n }' "$work/w4-plain")
 s_requests=$(awk '{ n += $4 } END { print n }' "$work/w4-sessionbox")
 delivered=$(curl -s "http://127.0.0.1:$serve_port/metrics" | sed -n 's/^sessionbox_events_delivered_total{kind="HttpRequest"} //p')
-printf '%-28s %12s %10s %8s %16s\n' "W4 (wrk -c64)" "req/s" "p99 µs" "errors" "CPU µs/request"
-printf '%-28s %12.0f %10.0f %8d %16s\n' "sessionbox access URL" "$s_rps" "$s_p99" "$s_errors" "$s_cpu"
-printf '%-28s %12.0f %10.0f %8d %16s\n' "plain hyper echo" "$p_rps" "$p_p99" "$p_errors" "$p_cpu"
+printf '%-28s %12s %10s %8s %16s %8s\n' "W4 (wrk -c64)" "req/s" "p99 µs" "errors" "CPU µs/request" "in user"
+printf '%-28s %12.0f %10.0f %8d %16s %8s\n' "sessionbox access URL" "$s_rps" "$s_p99" "$s_errors" "$s_cpu" "$s_user"
+printf '%-28s %12.0f %10.0f %8d %16s %8s\n' "plain hyper echo" "$p_rps" "$p_p99" "$p_errors" "$p_cpu" "$p_user"
 awk -v s="$s_rps" -v p="$p_rps" 'BEGIN { printf "ratio (sessionbox / plain): %.2fx\n", s / p }'
 echo "HttpRequest events delivered to the session: ${delivered:-?} (wrk counted $s_requests)"
-echo "server,requests_per_s,p99_us,errors,cpu_us_per_request" >"$out/w4-end-to-end.csv"
-echo "sessionbox,$s_rps,$s_p99,$s_errors,$s_cpu" >>"$out/w4-end-to-end.csv"
-echo "plain-hyper,$p_rps,$p_p99,$p_errors,$p_cpu" >>"$out/w4-end-to-end.csv"
+echo "server,requests_per_s,p99_us,errors,cpu_us_per_request,user_cpu_us_per_request" >"$out/w4-end-to-end.csv"
+echo "sessionbox,$s_rps,$s_p99,$s_errors,$s_cpu,$s_user" >>"$out/w4-end-to-end.csv"
+echo "plain-hyper,$p_rps,$p_p99,$p_errors,$p_cpu,$p_user" >>"$out/w4-end-to-end.csv"
 [ "$s_errors" -eq 0 ] && [ "$p_errors" -eq 0 ] || { echo "wrk saw errors" >&2; exit 1; }
 # The summary: every workload beside its baseline.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
