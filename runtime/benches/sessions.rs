@@ -77,44 +77,34 @@ async fn bench(settings: Settings, smoke: bool, sweep: bool, only: Option<&str>)
         "{:<34} {:>14} {:>14} {:>8}",
         "workload (median)", "sessionbox", "bare wasmtime", "ratio"
     );
-    // Each W1 median also leaves the per-session latencies of its last run.
     let w1 = |in_flight: usize| {
         let (sessionbox, bare, settings) = (&sessionbox, &bare, &settings);
-        async move {
-            let s = median(settings, |n| {
-                let s = Arc::clone(sessionbox);
-                per_second(n, async move { s.lifecycles(n, in_flight).await })
+        medians(settings, move |side, n| {
+            let (s, b) = (Arc::clone(sessionbox), Arc::clone(bare));
+            per_second(n, async move {
+                match side {
+                    Side::Sessionbox => s.lifecycles(n, in_flight).await,
+                    Side::Bare => b.lifecycles(n, in_flight).await,
+                }
             })
-            .await;
-            let s_latency = last_latencies();
-            let b = median(settings, |n| {
-                let b = Arc::clone(bare);
-                per_second(n, async move { b.lifecycles(n, in_flight).await })
-            })
-            .await;
-            ((s, b), (s_latency, last_latencies()))
-        }
+        })
     };
     let w2 = |sessions: usize| {
         let (sessionbox, bare, settings) = (&sessionbox, &bare, &settings);
-        async move {
-            (
-                median(settings, |n| {
-                    let s = Arc::clone(sessionbox);
-                    async move { (n, s.dispatch(sessions, n).await) }
-                })
-                .await,
-                median(settings, |n| {
-                    let b = Arc::clone(bare);
-                    async move { (n, b.dispatch(sessions, n).await) }
-                })
-                .await,
-            )
-        }
+        medians(settings, move |side, n| {
+            let (s, b) = (Arc::clone(sessionbox), Arc::clone(bare));
+            async move {
+                let elapsed = match side {
+                    Side::Sessionbox => s.dispatch(sessions, n).await,
+                    Side::Bare => b.dispatch(sessions, n).await,
+                };
+                (n, elapsed)
+            }
+        })
     };
     if only.is_none_or(|w| w == "w1") {
-        let (rates, (s_latency, b_latency)) = w1(IN_FLIGHT).await;
-        report("W1 lifecycle, sessions/s", rates);
+        let [(s, s_latency), (b, b_latency)] = w1(IN_FLIGHT).await;
+        report("W1 lifecycle, sessions/s", (s, b));
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
             let (s, b) = (percentile_us(&s_latency, p), percentile_us(&b_latency, p));
             report(&format!("W1 latency {label}, µs"), (s, b));
@@ -123,16 +113,17 @@ async fn bench(settings: Settings, smoke: bool, sweep: bool, only: Option<&str>)
     if only.is_none_or(|w| w == "w2") {
         for sessions in [1, MANY_SESSIONS] {
             let label = format!("W2 dispatch, {sessions} session(s), events/s");
-            report(&label, w2(sessions).await);
+            let [(s, _), (b, _)] = w2(sessions).await;
+            report(&label, (s, b));
         }
     }
     if sweep {
         for x in SWEEP {
-            let ((s, b), _) = w1(x).await;
+            let [(s, _), (b, _)] = w1(x).await;
             println!("csv,w1,{x},{s:.0},{b:.0}");
         }
         for x in SWEEP {
-            let (s, b) = w2(x).await;
+            let [(s, _), (b, _)] = w2(x).await;
             println!("csv,w2,{x},{s:.0},{b:.0}");
         }
     }
@@ -157,26 +148,49 @@ async fn per_second(n: usize, work: impl Future<Output = ()>) -> (usize, Duratio
     (n, start.elapsed())
 }
 
-/// The median rate of `settings.runs` runs, each at least `min_run` long;
-/// the batch grows until a run is long enough (shorter runs are warm-up).
-async fn median<F, Fut>(settings: &Settings, mut batch: F) -> f64
+#[derive(Clone, Copy)]
+enum Side {
+    Sessionbox,
+    Bare,
+}
+
+/// Each side's median rate over `settings.runs` runs of `batch`, and the
+/// per-task latencies of its last run. The two sides take turns, run by
+/// run: this kind of VM speeds up and slows down over seconds, and a side
+/// measured all at once would catch a slow spell alone. A run lasts at
+/// least `min_run`; each side's batch grows until it does (shorter runs are
+/// warm-up).
+async fn medians<F, Fut>(settings: &Settings, mut batch: F) -> [(f64, Vec<Duration>); 2]
 where
-    F: FnMut(usize) -> Fut,
+    F: FnMut(Side, usize) -> Fut,
     Fut: Future<Output = (usize, Duration)>,
 {
-    let mut n = 64;
-    let mut rates = Vec::new();
-    while rates.len() < settings.runs {
-        let (done, elapsed) = batch(n).await;
-        if elapsed < settings.min_run {
-            let scale = settings.min_run.as_secs_f64() / elapsed.as_secs_f64().max(1e-6);
-            n = ((n as f64) * scale.clamp(1.5, 100.0)) as usize;
-            continue;
+    let sides = [Side::Sessionbox, Side::Bare];
+    let mut n = [64; 2];
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut latencies = [Vec::new(), Vec::new()];
+    while rates.iter().any(|done| done.len() < settings.runs) {
+        for (i, side) in sides.into_iter().enumerate() {
+            if rates[i].len() == settings.runs {
+                continue;
+            }
+            let (done, elapsed) = batch(side, n[i]).await;
+            if elapsed < settings.min_run {
+                let scale = settings.min_run.as_secs_f64() / elapsed.as_secs_f64().max(1e-6);
+                n[i] = ((n[i] as f64) * scale.clamp(1.5, 100.0)) as usize;
+                continue;
+            }
+            rates[i].push(done as f64 / elapsed.as_secs_f64());
+            latencies[i] = last_latencies();
         }
-        rates.push(done as f64 / elapsed.as_secs_f64());
     }
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+    let median = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let [s, b] = rates;
+    let [s_latency, b_latency] = latencies;
+    [(median(s), s_latency), (median(b), b_latency)]
 }
 
 fn echo_request() -> HttpRequestEvent {
