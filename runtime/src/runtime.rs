@@ -298,9 +298,41 @@ impl Runtime {
     }
 }
 
-/// 128 random bits, hex: unguessable, so an id alone grants nothing.
+/// A fresh session id: a [`random_token`], so an id alone grants nothing.
 pub fn new_session_id() -> String {
+    random_token()
+}
+
+/// 128 random bits from the OS, as 32 lowercase hex digits: unguessable.
+/// (The OS source, not a userspace generator: it stays unique across a
+/// VM snapshot restored twice.)
+pub fn random_token() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&bytes)
+}
+
+/// Lowercase hex, without a `format!` per byte (a session start makes two
+/// tokens).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_fresh_lowercase_hex() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 32, "{a}");
+        assert_ne!(a, b);
+    }
 }

@@ -22,7 +22,7 @@ use crate::cache::{ComponentCache, content_hash};
 use crate::config::{AppConfig, BUNDLED, Config, ServerConfig, TenantConfig};
 use crate::engine::EngineConfig;
 use crate::metrics::QuotaLabels;
-use crate::runtime::{Runtime, StartError, StartOptions, new_session_id};
+use crate::runtime::{Runtime, StartError, StartOptions, new_session_id, random_token};
 use crate::scenario::Scenario;
 use crate::session::SessionHandle;
 use crate::storage::{NewSession, Storage, StoredSession};
@@ -286,7 +286,7 @@ impl Server {
             return Err(self.quota_refusal(&app.tenant, refused.quota, refused.reason));
         }
         let id = new_session_id();
-        let secret = random_hex();
+        let secret = random_token();
         let session = NewSession {
             id: id.clone(),
             tenant: app.tenant.clone(),
@@ -466,7 +466,7 @@ fn load_app(runtime: &Runtime, name: &str, app: &AppConfig) -> Result<Arc<Scenar
 /// The configuration `serve` uses when given none: tenant `demo` with a
 /// fresh random API key, and app `demo` running the bundled scenario.
 pub fn default_config(database: PathBuf) -> (Config, String) {
-    let key = format!("demo-{}", random_hex());
+    let key = format!("demo-{}", random_token());
     let mut config = Config::default();
     config.server.database = database;
     config.tenants.insert(
@@ -485,13 +485,6 @@ pub fn default_config(database: PathBuf) -> (Config, String) {
         },
     );
     (config, key)
-}
-
-/// 128 random bits, hex.
-fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compares secrets without leaking, through timing, how much of a guess
