@@ -12,11 +12,13 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sessionbox/target}
 step() { echo "== $*" >&2; }
 
 # Cargo never collects the test and bench binaries each build of Sessionbox
-# leaves behind (a few hundred MiB a build). Past 20 GiB, drop Sessionbox's
-# own artifacts and keep the compiled dependencies (a rebuild: ~2 minutes).
-if [ -d "$CARGO_TARGET_DIR" ] && [ "$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)" -gt 20 ]; then
+# leaves behind (a few hundred MiB a build; one full run of this script
+# leaves ~20 GiB in all). Past 40 GiB, drop Sessionbox's own artifacts and
+# keep the compiled dependencies (a rebuild: ~2 minutes).
+if [ -d "$CARGO_TARGET_DIR" ] && [ "$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)" -gt 40 ]; then
   step "pruning Sessionbox's old build artifacts from $CARGO_TARGET_DIR"
   cargo clean --locked -p sessionbox
+  cargo clean --locked -p sessionbox --release
 fi
 
 # The serve tests drive the server with curl, as the README shows; the SIP
