@@ -391,36 +391,43 @@ async fn an_access_request_body_over_the_limit_gets_413_and_no_event() {
     let access = str_of(&started, "access_url");
     let too_large = r#"{"error":"the request body is over 4096 bytes"}"#;
 
-    // Announced by Content-Length: refused before it is read.
-    let announced = running
-        .client
-        .post(format!("{access}/custom-data"))
-        .body(vec![b'x'; 4097])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(announced.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(announced.text().await.unwrap(), too_large);
-
-    // Chunked, no length announced: refused once the limit is passed.
     let (host, path) = access
         .strip_prefix("http://")
         .and_then(|rest| rest.split_once('/'))
         .unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    // A request written as is, and the whole answer (the server closes).
+    let exchange = async |head: &str, body: &str| {
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let request = format!(
+            "POST /{path}/custom-data HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\
+             {head}\r\n\r\n{body}"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(
+            PATIENCE,
+            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer),
+        )
+        .await
+        .expect("an answer without waiting for the body")
+        .unwrap();
+        answer
+    };
+
+    // Announced by Content-Length: refused before any of it is sent.
+    let announced = exchange("content-length: 5000", "").await;
+    assert!(announced.starts_with("HTTP/1.1 413"), "{announced}");
+    assert!(announced.ends_with(too_large), "{announced}");
+
+    // Chunked, no length announced: refused once the limit is passed.
     let chunk = "x".repeat(3000);
-    let request = format!(
-        "POST /{path}/custom-data HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\
-         connection: close\r\n\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+    let chunked = format!(
+        "{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
         len = chunk.len()
     );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
-        .await
-        .unwrap();
+    let answer = exchange("transfer-encoding: chunked", &chunked).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.ends_with(too_large), "{answer}");
 
