@@ -15,6 +15,9 @@
 # - W4 end to end: wrk with 64 connections against one session's access URL
 #   through `sessionbox serve`, and against a plain hyper server answering the
 #   same (examples/plain_echo.rs), taking turns, three rounds each.
+# - Fairness: a healthy session's requests through `sessionbox serve`, alone
+#   and beside another tenant's spinning sessions (cargo bench --bench
+#   fairness), settings taking turns, three rounds each.
 # - The JavaScript peer (Node.js, one vm context per session) for W1, when
 #   SESSIONBOX_NODE_PEER names its bench.mjs (the bench-baselines suite).
 set -euo pipefail
@@ -178,6 +181,10 @@ echo "server,requests_per_s,p99_us,errors,cpu_us_per_request,user_cpu_us_per_req
 echo "sessionbox,$s_rps,$s_p99,$s_errors,$s_cpu,$s_user" >>"$out/w4-end-to-end.csv"
 echo "plain-hyper,$p_rps,$p_p99,$p_errors,$p_cpu,$p_user" >>"$out/w4-end-to-end.csv"
 [ "$s_errors" -eq 0 ] && [ "$p_errors" -eq 0 ] || { echo "wrk saw errors" >&2; exit 1; }
+step "Fairness through the server"
+bench fairness -- "${smoke[@]}"
+{ echo "spinning_sessions,requests_per_s,p50_us,p99_us,max_us,p99_vs_alone,rate_vs_alone"; cat "$work/bench.csv"; } >"$out/fairness.csv"
+
 # The summary: every workload beside its baseline.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
 {

@@ -51,5 +51,4 @@ cargo test --locked
 step "benchmark smoke run"
 scripts/bench.sh --smoke
 scripts/bench-sip.sh --smoke
-env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench fairness -- --smoke
 env -u RUST_BACKTRACE cargo bench --locked --profile dev --bench languages -- --smoke

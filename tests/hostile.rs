@@ -106,7 +106,7 @@ async fn runaway_recursion_traps_with_a_stack_overflow() {
 }
 
 #[tokio::test]
-async fn a_million_timers_are_a_hundred_and_the_rest_refusals() {
+async fn a_flood_of_timers_is_a_hundred_and_the_rest_refusals() {
     let runtime = runtime();
     let flood = wat::scenario(
         &[(
@@ -117,13 +117,14 @@ async fn a_million_timers_are_a_hundred_and_the_rest_refusals() {
                ;; Free the refusal's reason, as a real guest would.
                (global.set $heap (i32.const 4096))
                (local.set $i (i32.add (local.get $i) (i32.const 1)))
-               (br_if $again (i32.lt_u (local.get $i) (i32.const 1000000))))",
+               (br_if $again (i32.lt_u (local.get $i) (i32.const 200000))))",
         )],
         SET_TIMEOUT,
         "",
     );
     // Host calls cost compute too: give the loop room to finish in a debug
-    // build, so that what is measured is the count.
+    // build, on the slow lane beside the other tests, so that what is
+    // measured is the count.
     let limits = Limits {
         handler_compute: Duration::from_secs(60),
         ..Limits::default()
@@ -134,7 +135,7 @@ async fn a_million_timers_are_a_hundred_and_the_rest_refusals() {
     let record = session.finished().await;
     assert!(record.finish_reason.is_normal(), "{}", record.finish_reason);
     assert_eq!(record.capabilities.uses["timers"], 100);
-    assert_eq!(record.capabilities.refusals["timers"]["running"], 999_900);
+    assert_eq!(record.capabilities.refusals["timers"]["running"], 199_900);
     // The first refusals are noted for the author, the rest only counted.
     let host = lines(&record, LogSource::Host);
     assert_eq!(
@@ -270,7 +271,7 @@ async fn an_ended_session_gives_back_its_memory_and_its_slot() {
 #[tokio::test]
 async fn a_tenants_sessions_share_its_memory_quota() {
     let runtime = runtime();
-    let quota = sessionbox::SharedLimits::new(4 << 20, 100);
+    let quota = sessionbox::SharedLimits::new(4 << 20, 100, sessionbox::TenantCpu::new("t", 100));
     let tenant = || sessionbox::StartOptions {
         shared: Some(Arc::clone(&quota)),
         ..sessionbox::StartOptions::default()
@@ -386,4 +387,109 @@ async fn leaked_socket_handles_stop_at_the_resource_limit() {
     }
     let record = watched.finished().await;
     ended_at_the_resource_table(&runtime, &record).await;
+}
+
+#[tokio::test]
+async fn a_spinning_handler_computes_on_the_slow_lane_while_its_neighbour_answers() {
+    let runtime = runtime();
+    let spin = wat::scenario(&[("http-request", LOOP)], "", "");
+    let limits = Limits {
+        handler_compute: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let spinner = runtime.load("spinner", &spin, limits).unwrap();
+    let mut spinning = start(&runtime, &spinner, "").await;
+    let hello = load(&runtime, "hello", Limits::default());
+    let mut healthy = start(&runtime, &hello, "").await;
+    let spun = {
+        let session = spinning.session.clone();
+        tokio::spawn(async move { session.http_request(request("GET", "/spin", "")).await })
+    };
+    // The neighbour answers while the spinner computes.
+    for n in 0..20 {
+        let answer = healthy
+            .session
+            .http_request(request("GET", &format!("/{n}"), ""))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    assert!(
+        !spun.is_finished(),
+        "the neighbour was answered while the spinner computed"
+    );
+    assert!(matches!(
+        spun.await.unwrap(),
+        Err(SessionError::ScenarioFailed(_))
+    ));
+    let record = spinning.finished().await;
+    assert!(
+        matches!(record.finish_reason, FinishReason::ComputeLimit { .. }),
+        "{}",
+        record.finish_reason
+    );
+    let cpu = record.cpu;
+    assert_eq!(cpu.slow_lane_handlers, 1, "{cpu:?}");
+    // Its first 1-2 ms were on the fast lane, the rest on the slow one.
+    assert!(
+        cpu.slow_lane_cpu_ms > 250.0 && cpu.slow_lane_cpu_ms < 400.0,
+        "{cpu:?}"
+    );
+    healthy.session.terminate().unwrap();
+    let record = healthy.finished().await;
+    assert_eq!(record.cpu.slow_lane_handlers, 0, "{:?}", record.cpu);
+}
+
+#[tokio::test]
+async fn spinning_tenants_take_turns_on_the_slow_lane_and_their_records_show_the_wait() {
+    let runtime = Runtime::new(sessionbox::EngineConfig {
+        max_sessions: 8,
+        slow_lane_threads: 1,
+        ..sessionbox::EngineConfig::default()
+    })
+    .unwrap();
+    let spin = wat::scenario(&[("http-request", LOOP)], "", "");
+    let limits = Limits {
+        handler_compute: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let spinner = runtime.load("spinner", &spin, limits).unwrap();
+    let tenants = ["one", "two"].map(|name| {
+        sessionbox::SharedLimits::new(1 << 30, 10, sessionbox::TenantCpu::new(name, 100))
+    });
+    let mut sessions = Vec::new();
+    for shared in &tenants {
+        let options = sessionbox::StartOptions {
+            shared: Some(Arc::clone(shared)),
+            ..Default::default()
+        };
+        sessions.push(runtime.start(&spinner, options).await.unwrap());
+    }
+    let spins: Vec<_> = sessions
+        .iter()
+        .map(|session| {
+            let session = session.clone();
+            tokio::spawn(async move { session.http_request(request("GET", "/", "")).await })
+        })
+        .collect();
+    for spin in spins {
+        assert!(spin.await.unwrap().is_err());
+    }
+    let mut throttled = 0.0;
+    let mut records = Vec::new();
+    for session in &sessions {
+        let record = session.finished().await.unwrap();
+        assert!(matches!(
+            record.finish_reason,
+            FinishReason::ComputeLimit { .. }
+        ));
+        assert_eq!(record.cpu.slow_lane_handlers, 1, "{:?}", record.cpu);
+        throttled += record.cpu.throttled_ms;
+        records.push(record.cpu);
+    }
+    // One thread, two spinners: each waited while the other computed.
+    assert!(throttled > 100.0, "{throttled} ms throttled: {records:?}");
+    for tenant in &tenants {
+        assert!(tenant.cpu().cpu_used() >= Duration::from_millis(150));
+    }
 }

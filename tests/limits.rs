@@ -21,12 +21,16 @@ async fn a_full_event_queue_answers_busy() {
     let hello = load(&runtime, "hello", limits);
     let mut watched = start(&runtime, &hello, "").await;
     // The session's task cannot run until this test's task awaits: the
-    // queue fills with Started's successors.
-    let sent: Vec<_> = (0..6)
-        .map(|_| watched.session.remote_tone(1, "5"))
+    // queue fills with Started's successors (a call, and its tones).
+    let call = watched
+        .session
+        .incoming_call(IncomingCall::default())
+        .unwrap();
+    let sent: Vec<_> = (0..5)
+        .map(|_| watched.session.remote_tone(call, "5"))
         .collect();
-    assert!(sent[..4].iter().all(Result::is_ok), "{sent:?}");
-    assert!(matches!(sent[4], Err(SessionError::Busy)), "{sent:?}");
+    assert!(sent[..3].iter().all(Result::is_ok), "{sent:?}");
+    assert!(matches!(sent[3], Err(SessionError::Busy)), "{sent:?}");
     // Busy is momentary: once the queue drains, events are taken again.
     watched.until_event("Started").await;
     let answer = watched

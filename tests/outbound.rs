@@ -402,7 +402,8 @@ async fn a_tenants_sessions_share_its_outbound_turns() {
             .await
         };
         let scenario = fetcher(&runtime, loopback_allowed());
-        let shared = sessionbox::SharedLimits::new(1 << 30, turns);
+        let shared =
+            sessionbox::SharedLimits::new(1 << 30, turns, sessionbox::TenantCpu::new("t", 100));
         let mut sessions = Vec::new();
         for _ in 0..2 {
             let options = sessionbox::StartOptions {

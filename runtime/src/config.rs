@@ -96,6 +96,15 @@ pub struct ServerConfig {
     /// How often (ms) apps' scenario files are checked for changes and
     /// reloaded; 0 turns watching off.
     pub watch_scenarios: u64,
+    /// HTTP connections open at once; past it, new ones get 503.
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's head.
+    pub header_read_timeout: u64,
+    /// Milliseconds a client has to send a request's body, once its head
+    /// arrived (else 408).
+    pub body_read_timeout: u64,
+    /// Milliseconds a connection may sit with no request and no traffic.
+    pub idle_timeout: u64,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +120,10 @@ impl Default for ServerConfig {
             cache_dir: None,
             cache_max_bytes: crate::cache::DEFAULT_MAX_BYTES,
             watch_scenarios: 2_000,
+            max_connections: 10_000,
+            header_read_timeout: 10_000,
+            body_read_timeout: 60_000,
+            idle_timeout: 60_000,
         }
     }
 }
@@ -138,6 +151,9 @@ pub struct TenantQuota {
     /// Outbound HTTP requests of all the tenant's sessions in flight at
     /// once; more wait their turn.
     pub http_concurrent: usize,
+    /// The tenant's share of a busy node's CPU, against the other tenants'
+    /// weights (1 to 10,000; as cgroup v2's `cpu.weight`).
+    pub cpu_weight: u32,
 }
 
 impl Default for TenantQuota {
@@ -147,6 +163,7 @@ impl Default for TenantQuota {
             starts_per_second: 100,
             memory_bytes: 4 << 30,
             http_concurrent: 100,
+            cpu_weight: crate::cpu::governor::DEFAULT_WEIGHT,
         }
     }
 }
@@ -190,6 +207,12 @@ impl Config {
     fn check(&self) -> Result<()> {
         let mut keys = BTreeMap::new();
         for (tenant, settings) in &self.tenants {
+            if !(1..=10_000).contains(&settings.quota.cpu_weight) {
+                bail!(
+                    "tenants.{tenant}.quota.cpu_weight: a weight is from 1 to 10000, not {}",
+                    settings.quota.cpu_weight
+                );
+            }
             if settings.api_keys.is_empty() {
                 bail!("tenants.{tenant}.api_keys: a tenant needs at least one key");
             }

@@ -17,9 +17,12 @@ pub struct EngineConfig {
     /// The largest linear memory any scenario may be given; each scenario's
     /// own limit (`Limits::memory_bytes`) is enforced per store below this.
     pub max_memory_bytes: usize,
-    /// How often the epoch advances: the granularity of compute metering
-    /// and of a looping guest's yields.
+    /// How often the epoch advances: the granularity of the fast lane's
+    /// first slice (see [`crate::cpu`]).
     pub epoch_tick: Duration,
+    /// Threads of the slow lane, where handlers that compute for longer
+    /// than a slice run (at a lower OS priority).
+    pub slow_lane_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -27,7 +30,8 @@ impl Default for EngineConfig {
         EngineConfig {
             max_sessions: 1_000,
             max_memory_bytes: 16 << 20,
-            epoch_tick: Duration::from_millis(10),
+            epoch_tick: Duration::from_millis(1),
+            slow_lane_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -102,15 +106,19 @@ pub fn build_engine(config: &EngineConfig) -> Result<Engine> {
     Ok(Engine::new(&wasm)?)
 }
 
-/// Advances the engine's epoch every tick on a thread of its own, until
-/// dropped.
+/// Advances the engine's epoch every tick on a thread of its own, calling
+/// `on_tick` after each, until dropped.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub fn start(engine: &Engine, tick: Duration) -> Self {
+    pub fn start(
+        engine: &Engine,
+        tick: Duration,
+        mut on_tick: impl FnMut() + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();
         let thread = {
@@ -124,6 +132,7 @@ impl EpochTicker {
                             Some(engine) => engine.increment_epoch(),
                             None => break,
                         }
+                        on_tick();
                     }
                 })
                 .expect("spawning the epoch ticker thread")

@@ -23,6 +23,8 @@ pub mod bindings;
 pub mod cache;
 pub mod capabilities;
 pub mod config;
+pub mod cpu;
+mod deadline;
 pub mod engine;
 pub mod limits;
 pub mod log;
@@ -36,6 +38,7 @@ pub mod sip;
 pub mod storage;
 pub mod telephony;
 
+pub use cpu::TenantCpu;
 pub use engine::EngineConfig;
 pub use limits::Limits;
 pub use runtime::{Runtime, StartError, StartOptions};

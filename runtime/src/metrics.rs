@@ -3,9 +3,9 @@
 //! runtime, updated where the thing happens (the driver, the capability
 //! gates, the memory limiter) and rendered by `GET /metrics`.
 
-mod sharded;
+pub(crate) mod sharded;
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +31,18 @@ pub struct RefusalLabels {
 pub struct QuotaLabels {
     pub tenant: String,
     pub quota: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLaneLabels {
+    pub tenant: String,
+    /// `fast` or `slow` (see the `cpu` module).
+    pub lane: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +72,11 @@ pub struct Metrics {
     pub quota_refusals: Family<QuotaLabels, Counter>,
     pub guest_memory_bytes: Gauge<i64, AtomicI64>,
     pub sip_invites: Family<SipInviteLabels, Counter>,
+    pub tenant_cpu_seconds: Family<TenantLaneLabels, Counter<f64, AtomicU64>>,
+    pub tenant_cpu_throttled_seconds: Family<TenantLabels, Counter<f64, AtomicU64>>,
+    pub tenant_cpu_demoted: Family<TenantLabels, Gauge>,
+    pub history_held_writes: Gauge,
+    pub history_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -77,6 +94,11 @@ impl Default for Metrics {
             quota_refusals: Family::default(),
             guest_memory_bytes: Gauge::default(),
             sip_invites: Family::default(),
+            tenant_cpu_seconds: Family::default(),
+            tenant_cpu_throttled_seconds: Family::default(),
+            tenant_cpu_demoted: Family::default(),
+            history_held_writes: Gauge::default(),
+            history_write_failures: Counter::default(),
             registry: Registry::default(),
         };
         // Each metric once, under its name and help text.
@@ -98,6 +120,17 @@ impl Default for Metrics {
             "quota_refusals", "Session starts refused by a tenant quota" => metrics.quota_refusals;
             "guest_memory_bytes", "Linear memory held by live sessions" => metrics.guest_memory_bytes;
             "sip_invites", "Incoming SIP calls, by what became of them" => metrics.sip_invites;
+            "tenant_cpu_seconds", "Handler time of a tenant's sessions, by lane (fast: \
+                handlers' time less host waits; slow: thread CPU), updated every 100 ms"
+                => metrics.tenant_cpu_seconds;
+            "tenant_cpu_throttled_seconds", "Time a tenant's handlers waited for a slow-lane turn"
+                => metrics.tenant_cpu_throttled_seconds;
+            "tenant_cpu_demoted", "1 while a tenant's handlers start on the slow lane \
+                (it took more than its share of a busy node)" => metrics.tenant_cpu_demoted;
+            "history_held_writes", "Session history writes held in memory until the disk takes them"
+                => metrics.history_held_writes;
+            "history_write_failures", "Failed attempts to write the session history"
+                => metrics.history_write_failures;
         }
         let events_by_kind = EventKind::ALL
             .iter()

@@ -12,12 +12,14 @@ use wasmtime::{Engine, Store};
 
 use crate::bindings::{Phase, Scenario as ScenarioBindings};
 use crate::cache::{CacheStats, ComponentCache, content_hash};
-use crate::capabilities::calls::Calls;
+use crate::capabilities::calls::{Calls, LiveCalls};
 use crate::capabilities::http::HttpState;
 use crate::capabilities::http::destination::HostRule;
 use crate::capabilities::session::SessionInfo;
 use crate::capabilities::wasi::WasiState;
 use crate::capabilities::{Meter, SessionState};
+use crate::cpu::governor::DEFAULT_WEIGHT;
+use crate::cpu::{EpochClock, FIRST_SLICE_TICKS, Lanes, TenantCpu};
 use crate::engine::{EngineConfig, EpochTicker, build_engine};
 use crate::limits::Limits;
 use crate::log::SessionLog;
@@ -38,6 +40,9 @@ pub struct Runtime {
     /// instead of failing inside the allocator.
     capacity: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    lanes: Arc<Lanes>,
+    /// The CPU account of sessions started without shared limits.
+    default_cpu: Arc<TenantCpu>,
     _ticker: EpochTicker,
 }
 
@@ -111,7 +116,24 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         ScenarioBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-        let ticker = EpochTicker::start(&engine, config.epoch_tick);
+        let metrics = Arc::<Metrics>::default();
+        let clock = Arc::new(EpochClock::new(config.epoch_tick));
+        let lanes = Arc::new(Lanes::new(
+            config.slow_lane_threads,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        ));
+        let ticker = {
+            let governor = Arc::downgrade(&lanes.governor);
+            let cores = config.slow_lane_threads;
+            EpochTicker::start(&engine, config.epoch_tick, move || {
+                if clock.advance()
+                    && let Some(governor) = governor.upgrade()
+                {
+                    governor.close_window(clock.window(), cores);
+                }
+            })
+        };
         Ok(Runtime {
             capacity: Arc::new(Semaphore::new(config.max_sessions as usize)),
             engine,
@@ -119,7 +141,9 @@ impl Runtime {
             linker,
             cache: None,
             dialer: Arc::new(InProcessDialer),
-            metrics: Arc::default(),
+            metrics,
+            lanes,
+            default_cpu: TenantCpu::new("default", DEFAULT_WEIGHT),
             _ticker: ticker,
         })
     }
@@ -230,6 +254,12 @@ impl Runtime {
         let mailbox = Arc::new(Mailbox::new(limits.queued_events));
         let events = EventSink(Arc::downgrade(&mailbox));
         let handle_log = log.clone();
+        let live_calls = Arc::new(LiveCalls::default());
+        let cpu = options
+            .shared
+            .as_ref()
+            .map_or(&self.default_cpu, |s| s.cpu());
+        let lane = self.lanes.cell(Arc::clone(cpu));
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resources);
         let state = SessionState {
@@ -245,6 +275,7 @@ impl Runtime {
             timers: Default::default(),
             calls: Calls::new(
                 Arc::clone(&self.dialer),
+                Arc::clone(&live_calls),
                 events.clone(),
                 Arc::clone(&limits),
             ),
@@ -259,7 +290,7 @@ impl Runtime {
             wasi: WasiState::new(&log),
             budget: Budget::new(
                 limits.handler_compute,
-                self.config.epoch_tick,
+                Arc::clone(&lane),
                 limits.memory_bytes,
                 options.shared.clone(),
                 Arc::clone(&self.metrics),
@@ -271,8 +302,15 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.budget);
         store.epoch_deadline_callback(budget::on_epoch_tick);
-        store.set_epoch_deadline(1);
-        let bindings = match scenario.pre.instantiate_async(&mut store).await {
+        store.set_epoch_deadline(FIRST_SLICE_TICKS);
+        // A component's start functions are guest code like any handler's.
+        let pre = scenario.pre.clone();
+        let instantiating = self.lanes.laned(&lane, async move {
+            let instantiated = pre.instantiate_async(&mut store).await;
+            (store, instantiated)
+        });
+        let (store, instantiated) = instantiating.await;
+        let bindings = match instantiated {
             Ok(bindings) => bindings,
             Err(_) if store.data().budget.memory_refused == Some(MemoryLimit::Shared) => {
                 let limit_bytes = options.shared.as_ref().map_or(0, |s| s.memory_bytes());
@@ -293,8 +331,19 @@ impl Runtime {
             finished: finished_tx,
             capacity: permit,
         };
-        tokio::spawn(driver.run(core, options.custom_data));
-        Ok(SessionHandle::new(id, mailbox, handle_log, finished))
+        let handle = SessionHandle::new(
+            id,
+            mailbox,
+            handle_log,
+            finished,
+            live_calls,
+            (Arc::clone(&self.lanes), Arc::clone(&lane)),
+        );
+        tokio::spawn(
+            self.lanes
+                .laned(&lane, driver.run(core, options.custom_data)),
+        );
+        Ok(handle)
     }
 }
 

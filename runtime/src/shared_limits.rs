@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 
+use crate::cpu::TenantCpu;
+
 pub struct SharedLimits {
+    cpu: Arc<TenantCpu>,
     memory_bytes: usize,
     memory_in_use: AtomicUsize,
     http_turns: Arc<Semaphore>,
@@ -18,14 +21,21 @@ pub struct SharedLimits {
 
 impl SharedLimits {
     /// At most `memory_bytes` of guest linear memory across the group's
-    /// live sessions, and at most `http_concurrent` outbound requests of the
-    /// group in flight (more wait their turn).
-    pub fn new(memory_bytes: usize, http_concurrent: usize) -> Arc<Self> {
+    /// live sessions, at most `http_concurrent` outbound requests of the
+    /// group in flight (more wait their turn), and the CPU charged to `cpu`
+    /// (whose weight is the group's share of a busy node).
+    pub fn new(memory_bytes: usize, http_concurrent: usize, cpu: Arc<TenantCpu>) -> Arc<Self> {
         Arc::new(SharedLimits {
+            cpu,
             memory_bytes,
             memory_in_use: AtomicUsize::new(0),
             http_turns: Arc::new(Semaphore::new(http_concurrent)),
         })
+    }
+
+    /// The group's CPU account.
+    pub fn cpu(&self) -> &Arc<TenantCpu> {
+        &self.cpu
     }
 
     pub fn memory_bytes(&self) -> usize {

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::log::{LogLine, LogSource};
+use crate::metrics::Metrics;
 use crate::session::SessionRecord;
 
 const SCHEMA: &str = "
@@ -35,9 +36,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     finish_detail TEXT,
     events TEXT,
     capabilities TEXT,
-    dropped_log_lines INTEGER NOT NULL DEFAULT 0
+    dropped_log_lines INTEGER NOT NULL DEFAULT 0,
+    cpu TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_by_tenant ON sessions (tenant, started_at_ms);
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS log_lines (
     session_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -77,10 +80,28 @@ pub struct StoredSession {
     pub finish_detail: Option<String>,
     pub events: Option<serde_json::Value>,
     pub capabilities: Option<serde_json::Value>,
+    /// Its time on the slow lane and how long it was throttled there.
+    pub cpu: Option<serde_json::Value>,
     pub dropped_log_lines: u64,
 }
 
 impl StoredSession {
+    /// A session that finished with `record`, as the history has it once
+    /// the record is written.
+    pub fn finished(session: &NewSession, record: &SessionRecord) -> Self {
+        StoredSession {
+            state: "finished".into(),
+            ended_at_ms: Some(unix_ms(record.ended_at)),
+            finish_reason: Some(record.finish_reason.label().into()),
+            finish_detail: Some(record.finish_reason.to_string()),
+            events: serde_json::to_value(&record.events).ok(),
+            capabilities: serde_json::to_value(&record.capabilities).ok(),
+            cpu: serde_json::to_value(record.cpu).ok(),
+            dropped_log_lines: record.log.dropped_lines,
+            ..Self::live(session)
+        }
+    }
+
     /// A session that is running, as far as the history knows it yet.
     pub fn live(session: &NewSession) -> Self {
         StoredSession {
@@ -96,6 +117,7 @@ impl StoredSession {
             finish_detail: None,
             events: None,
             capabilities: None,
+            cpu: None,
             dropped_log_lines: 0,
         }
     }
@@ -113,7 +135,11 @@ pub struct SessionFilter {
 }
 
 enum Write {
-    Started(NewSession),
+    /// A session that starts; told whether its row was committed.
+    Started {
+        session: NewSession,
+        committed: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     Finished {
         session: NewSession,
         record: Arc<SessionRecord>,
@@ -125,12 +151,42 @@ enum Write {
     /// Runs once everything before it is committed and has had its
     /// consequences.
     Flush(Box<dyn FnOnce() + Send>),
+    /// Changes the writer's connection (tests: a disk that fills).
+    #[cfg(test)]
+    Configure(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// Writes held in memory for want of a disk, at most: past this, starts are
+/// refused at once (every held write is a finished session's record, so
+/// the sessions live when the disk failed bound it in practice).
+pub const MAX_HELD_WRITES: usize = 10_000;
+
+/// How often held writes are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// How long closing keeps trying to write what is held.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether the history is being written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    /// The last write's error, while writes fail.
+    pub error: Option<String>,
+    /// Writes held in memory until the disk takes them.
+    pub held_writes: usize,
+}
+
+impl Health {
+    pub fn is_degraded(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 pub struct Storage {
     writes: Mutex<Option<Sender<Write>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Connection>,
+    health: Arc<Mutex<Health>>,
 }
 
 /// Unix milliseconds.
@@ -144,28 +200,50 @@ impl Storage {
     /// Opens (or creates) the database, marks sessions that were live when
     /// the last process died as `interrupted`, drops history older than
     /// `retention_days`, and starts the writer. Returns how many sessions
-    /// were marked interrupted.
-    pub fn open(path: &Path, retention_days: u32) -> Result<(Storage, usize)> {
-        let writer_db =
-            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        writer_db.execute_batch(SCHEMA)?;
-        let interrupted = writer_db.execute(
+    /// were marked interrupted. Errors name the database.
+    pub fn open(
+        path: &Path,
+        retention_days: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Storage, usize)> {
+        Self::open_inner(path, retention_days, metrics)
+            .with_context(|| format!("the session history database {}", path.display()))
+    }
+
+    fn open_inner(
+        path: &Path,
+        retention_days: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Storage, usize)> {
+        let db = Connection::open(path)?;
+        db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
+        let interrupted = db.execute(
             "UPDATE sessions SET state = 'interrupted', finish_reason = 'interrupted',
                  finish_detail = 'the server stopped while the session was live'
              WHERE state = 'live'",
             [],
         )?;
-        expire(&writer_db, retention_days)?;
+        expire(&db, retention_days)?;
         let reader = Connection::open(path)?;
         let (tx, rx) = mpsc::channel();
+        let health = Arc::new(Mutex::new(Health::default()));
+        let writer = Writer {
+            db,
+            held: Vec::new(),
+            failures: 0,
+            health: Arc::clone(&health),
+            metrics,
+        };
         let writer = std::thread::Builder::new()
             .name("sessionbox-storage".into())
-            .spawn(move || write_loop(writer_db, rx, retention_days))?;
+            .spawn(move || writer.run(rx, retention_days))?;
         Ok((
             Storage {
                 writes: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 reader: Mutex::new(reader),
+                health,
             },
             interrupted,
         ))
@@ -178,21 +256,37 @@ impl Storage {
         }
     }
 
-    /// Records a session that starts (state `live`). The receiver hears
-    /// once the row is committed (or the commit failed, which is logged):
-    /// a session whose start is announced after that is in the history
-    /// even if the process dies the next moment.
-    pub fn started(&self, session: NewSession) -> tokio::sync::oneshot::Receiver<()> {
-        self.send(Write::Started(session));
-        let (done, committed) = tokio::sync::oneshot::channel();
-        self.send(Write::Flush(Box::new(move || {
-            let _ = done.send(());
-        })));
-        committed
+    /// Whether the history is being written now, and what is held.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Records a finished session. `session` is repeated so that the write
-    /// stands on its own, whichever reaches the writer first.
+    /// Records a session that starts (state `live`). The receiver hears
+    /// once the row is committed, or why it could not be: a session must
+    /// not run (nor its start be announced) unless it is in the history,
+    /// where a crash from then on leaves it `interrupted`, not missing.
+    pub fn started(
+        &self,
+        session: NewSession,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+        let (committed, outcome) = tokio::sync::oneshot::channel();
+        let held = self.health().held_writes;
+        if held >= MAX_HELD_WRITES {
+            let _ = committed.send(Err(format!(
+                "{held} writes are waiting for the disk, the most held"
+            )));
+        } else {
+            self.send(Write::Started { session, committed });
+        }
+        outcome
+    }
+
+    /// Records a finished session; `then` runs once it is committed (a
+    /// write that fails is held and tried again until it is). `session` is
+    /// repeated so that the write stands on its own.
     pub fn finished(
         &self,
         session: NewSession,
@@ -220,7 +314,8 @@ impl Storage {
         let _ = wait.recv();
     }
 
-    /// Commits what is queued and stops the writer.
+    /// Commits what is queued (trying for a while if the disk refuses) and
+    /// stops the writer.
     pub fn close(&self) {
         drop(self.writes.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -288,7 +383,7 @@ impl Drop for Storage {
 
 const COLUMNS: &str = "id, tenant, app, scenario_sha256, access_secret_sha256, state,
     started_at_ms, ended_at_ms, finish_reason, finish_detail, events, capabilities,
-    dropped_log_lines";
+    dropped_log_lines, cpu";
 
 fn stored_session(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
     let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
@@ -306,7 +401,21 @@ fn stored_session(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
         events: json(row.get(10)?),
         capabilities: json(row.get(11)?),
         dropped_log_lines: row.get(12)?,
+        cpu: json(row.get(13)?),
     })
+}
+
+/// Brings a database made by an earlier version up to this schema.
+fn migrate(db: &Connection) -> Result<()> {
+    let has_cpu: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('sessions') WHERE name = 'cpu'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_cpu {
+        db.execute_batch("ALTER TABLE sessions ADD COLUMN cpu TEXT")?;
+    }
+    Ok(())
 }
 
 /// Writes per transaction at most; more wait for the next one.
@@ -331,53 +440,211 @@ fn expire(db: &Connection, retention_days: u32) -> Result<()> {
     Ok(())
 }
 
-fn write_loop(mut db: Connection, writes: Receiver<Write>, retention_days: u32) {
-    let mut next_expiry = std::time::Instant::now() + EXPIRY_INTERVAL;
-    loop {
-        let wait = next_expiry.saturating_duration_since(std::time::Instant::now());
-        let first = match writes.recv_timeout(wait) {
-            Ok(write) => write,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = expire(&db, retention_days) {
-                    tracing::error!("expiring session history failed: {e:#}");
+/// The writer thread's side: the database, and the writes it could not
+/// commit yet.
+struct Writer {
+    db: Connection,
+    /// Writes that failed, in order, tried again before anything new.
+    held: Vec<Write>,
+    /// Failed attempts since the last success.
+    failures: u64,
+    health: Arc<Mutex<Health>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(mut self, writes: Receiver<Write>, retention_days: u32) {
+        let mut next_expiry = std::time::Instant::now() + EXPIRY_INTERVAL;
+        loop {
+            let retrying = !self.held.is_empty() || self.failures > 0;
+            let wait = if retrying {
+                RETRY_EVERY
+            } else {
+                next_expiry.saturating_duration_since(std::time::Instant::now())
+            };
+            let batch = match writes.recv_timeout(wait) {
+                Ok(write) => {
+                    let mut batch = vec![write];
+                    batch.extend(writes.try_iter().take(BATCH - 1));
+                    batch
                 }
-                next_expiry += EXPIRY_INTERVAL;
-                continue;
+                Err(mpsc::RecvTimeoutError::Timeout) if retrying => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = expire(&self.db, retention_days) {
+                        tracing::error!("expiring session history failed: {e:#}");
+                    }
+                    next_expiry += EXPIRY_INTERVAL;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.close(),
+            };
+            self.commit(batch);
+        }
+    }
+
+    /// Commits what is held, then `batch`, each in one transaction. What
+    /// fails is held for the next try, except starts: they are told, and
+    /// their sessions do not run. While writes fail and nothing is held, a
+    /// small write probes the disk, so the history reads as healthy again
+    /// only once the disk takes writes.
+    fn commit(&mut self, batch: Vec<Write>) {
+        #[cfg(test)]
+        let batch: Vec<Write> = batch
+            .into_iter()
+            .filter_map(|write| match write {
+                Write::Configure(configure) => {
+                    configure(&self.db);
+                    None
+                }
+                write => Some(write),
+            })
+            .collect();
+        let mut wrote = None;
+        // Answered once the health is up to date, so that whoever hears
+        // back reads the history's state as it is after this commit.
+        let mut done = Vec::new();
+        let mut refused = Vec::new();
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            match apply(&mut self.db, &held) {
+                Ok(()) => {
+                    done.extend(held);
+                    wrote = Some(true);
+                }
+                Err(error) => {
+                    self.held = held;
+                    self.failed(&error);
+                    wrote = Some(false);
+                }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // A flush answers only once everything before it is in: while
+        // older writes are held, it waits with them.
+        let (batch, flushes): (Vec<Write>, Vec<Write>) = if self.held.is_empty() {
+            (batch, Vec::new())
+        } else {
+            batch
+                .into_iter()
+                .partition(|write| !matches!(write, Write::Flush(_)))
         };
-        let mut batch = vec![first];
-        batch.extend(writes.try_iter().take(BATCH - 1));
-        let mut after = Vec::new();
-        let mut flushes = Vec::new();
-        if let Err(e) = apply(&mut db, batch, &mut after, &mut flushes) {
-            tracing::error!("writing session history failed: {e:#}");
+        if !batch.is_empty() {
+            match apply(&mut self.db, &batch) {
+                Ok(()) => {
+                    done.extend(batch);
+                    wrote = Some(true);
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    wrote = Some(false);
+                    for write in batch {
+                        match write {
+                            Write::Started { committed, .. } => {
+                                refused.push((committed, format!("{error:#}")));
+                            }
+                            write => self.held.push(write),
+                        }
+                    }
+                }
+            }
         }
-        for then in after {
-            then();
+        self.held.extend(flushes);
+        if wrote.is_none() && self.failures > 0 {
+            match probe(&self.db) {
+                Ok(()) => wrote = Some(true),
+                Err(error) => self.failed(&error),
+            }
         }
-        // A flush answers once everything before it is committed and has
-        // had its consequences.
-        for done in flushes {
-            done();
+        if wrote == Some(true) && self.held.is_empty() && self.failures > 0 {
+            tracing::info!(
+                failed_attempts = self.failures,
+                "the session history is written again; every held write is committed"
+            );
+            self.failures = 0;
+            self.health.lock().unwrap_or_else(|e| e.into_inner()).error = None;
+        }
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held_writes = self.held.len();
+        self.metrics.history_held_writes.set(self.held.len() as i64);
+        for (committed, error) in refused {
+            let _ = committed.send(Err(error));
+        }
+        consequences(done);
+    }
+
+    fn failed(&mut self, error: &anyhow::Error) {
+        self.failures += 1;
+        self.metrics.history_write_failures.inc();
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).error = Some(format!("{error:#}"));
+        // Once when it starts, then once a minute: not a line per try.
+        if self.failures == 1 || self.failures.is_multiple_of(60) {
+            tracing::error!(
+                failed_attempts = self.failures,
+                held_writes = self.held.len(),
+                "writing the session history failed, holding the writes and trying again \
+                 every {} s: {error:#}",
+                RETRY_EVERY.as_secs()
+            );
+        }
+    }
+
+    /// The last commits before the process stops: what the disk still
+    /// refuses after a while is lost, and its sessions will read as
+    /// interrupted.
+    fn close(mut self) {
+        let give_up = std::time::Instant::now() + CLOSE_PATIENCE;
+        self.commit(Vec::new());
+        while !self.held.is_empty() && std::time::Instant::now() < give_up {
+            std::thread::sleep(RETRY_EVERY.min(CLOSE_PATIENCE));
+            self.commit(Vec::new());
+        }
+        if !self.held.is_empty() {
+            tracing::error!(
+                writes = self.held.len(),
+                "session history writes could not be committed before the process stopped; \
+                 their sessions will read as interrupted"
+            );
         }
     }
 }
 
-/// Applies a batch in one transaction; what must follow the commit is
-/// collected in `after` (it runs even if the write failed: a reader that
-/// finds nothing is better than a session that never retires), flushes to
-/// answer in `flushes`.
-fn apply(
-    db: &mut Connection,
-    batch: Vec<Write>,
-    after: &mut Vec<Box<dyn FnOnce() + Send>>,
-    flushes: &mut Vec<Box<dyn FnOnce() + Send>>,
-) -> Result<()> {
+/// What follows a batch's commit, in order: starts are answered, finished
+/// sessions retired, flushes answered last.
+fn consequences(batch: Vec<Write>) {
+    let mut flushes = Vec::new();
+    for write in batch {
+        match write {
+            Write::Started { committed, .. } => {
+                let _ = committed.send(Ok(()));
+            }
+            Write::Finished { then, .. } => then(),
+            Write::Forget(_) => {}
+            Write::Flush(done) => flushes.push(done),
+            #[cfg(test)]
+            Write::Configure(_) => unreachable!("applied before the batch"),
+        }
+    }
+    for done in flushes {
+        done();
+    }
+}
+
+/// A write that needs room on the disk, to learn whether it has some.
+fn probe(db: &Connection) -> Result<()> {
+    db.execute(
+        "INSERT OR REPLACE INTO write_probe (id, at_ms) VALUES (1, ?1)",
+        [unix_ms(SystemTime::now())],
+    )?;
+    Ok(())
+}
+
+/// Applies a batch in one transaction.
+fn apply(db: &mut Connection, batch: &[Write]) -> Result<()> {
     let tx = db.transaction()?;
     for write in batch {
         match write {
-            Write::Started(s) => {
+            Write::Started { session: s, .. } => {
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO sessions
                      (id, tenant, app, scenario_sha256, access_secret_sha256, state, started_at_ms)
@@ -393,20 +660,17 @@ fn apply(
                 ])?;
             }
             Write::Finished {
-                session: s,
-                record,
-                then,
+                session: s, record, ..
             } => {
-                after.push(then);
                 tx.prepare_cached(
                     "INSERT INTO sessions
                      (id, tenant, app, scenario_sha256, access_secret_sha256, state, started_at_ms,
                       ended_at_ms, finish_reason, finish_detail, events, capabilities,
-                      dropped_log_lines)
-                     VALUES (?1, ?8, ?9, ?10, ?11, 'finished', ?12, ?2, ?3, ?4, ?5, ?6, ?7)
+                      dropped_log_lines, cpu)
+                     VALUES (?1, ?8, ?9, ?10, ?11, 'finished', ?12, ?2, ?3, ?4, ?5, ?6, ?7, ?13)
                      ON CONFLICT (id) DO UPDATE SET state = 'finished', ended_at_ms = ?2,
                          finish_reason = ?3, finish_detail = ?4, events = ?5,
-                         capabilities = ?6, dropped_log_lines = ?7",
+                         capabilities = ?6, dropped_log_lines = ?7, cpu = ?13",
                 )?
                 .execute(params![
                     record.id,
@@ -421,6 +685,7 @@ fn apply(
                     s.scenario_sha256,
                     s.access_secret_sha256,
                     unix_ms(s.started_at),
+                    serde_json::to_string(&record.cpu)?,
                 ])?;
                 let mut insert = tx.prepare_cached(
                     "INSERT OR REPLACE INTO log_lines (session_id, seq, at_ms, source, text)
@@ -440,7 +705,9 @@ fn apply(
                 tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                     .execute([id])?;
             }
-            Write::Flush(done) => flushes.push(done),
+            Write::Flush(_) => {}
+            #[cfg(test)]
+            Write::Configure(_) => unreachable!("applied before the batch"),
         }
     }
     tx.commit()?;
@@ -455,7 +722,7 @@ mod tests {
     fn live_sessions_of_a_dead_process_are_marked_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let (storage, interrupted) = Storage::open(&path, 30).unwrap();
+        let (storage, interrupted) = Storage::open(&path, 30, Arc::default()).unwrap();
         assert_eq!(interrupted, 0);
         let committed = storage.started(NewSession {
             id: "s1".into(),
@@ -465,12 +732,12 @@ mod tests {
             access_secret_sha256: "11".into(),
             started_at: SystemTime::now(),
         });
-        committed.blocking_recv().unwrap();
+        committed.blocking_recv().unwrap().unwrap();
         assert_eq!(storage.session("s1").unwrap().unwrap().state, "live");
         // The process "dies": nothing finishes the session.
         drop(storage);
 
-        let (storage, interrupted) = Storage::open(&path, 30).unwrap();
+        let (storage, interrupted) = Storage::open(&path, 30, Arc::default()).unwrap();
         assert_eq!(interrupted, 1);
         let session = storage.session("s1").unwrap().unwrap();
         assert_eq!(session.state, "interrupted");
@@ -481,7 +748,7 @@ mod tests {
     fn history_past_the_retention_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let (storage, _) = Storage::open(&path, 30).unwrap();
+        let (storage, _) = Storage::open(&path, 30, Arc::default()).unwrap();
         let day = Duration::from_secs(24 * 3600);
         for (id, age) in [("old", 31), ("recent", 29)] {
             storage.started(NewSession {
@@ -496,10 +763,106 @@ mod tests {
         storage.close();
         // Both were live: the reopen marks them interrupted, and expires
         // only what is finished and old.
-        let (storage, _) = Storage::open(&path, 30).unwrap();
+        let (storage, _) = Storage::open(&path, 30, Arc::default()).unwrap();
         drop(storage);
-        let (storage, _) = Storage::open(&path, 30).unwrap();
+        let (storage, _) = Storage::open(&path, 30, Arc::default()).unwrap();
         assert!(storage.session("old").unwrap().is_none());
         assert!(storage.session("recent").unwrap().is_some());
+    }
+
+    fn new_session(id: &str) -> NewSession {
+        NewSession {
+            id: id.into(),
+            tenant: "t".into(),
+            app: "a".into(),
+            scenario_sha256: "00".into(),
+            access_secret_sha256: "11".into(),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    fn record(id: &str, lines: usize) -> Arc<SessionRecord> {
+        use crate::log::LogContents;
+        use crate::session::{FinishReason, TerminateCauseName};
+        Arc::new(SessionRecord {
+            id: id.into(),
+            scenario: "a".into(),
+            started_at: SystemTime::now(),
+            ended_at: SystemTime::now(),
+            finish_reason: FinishReason::Terminated {
+                cause: TerminateCauseName::Host,
+            },
+            events: Default::default(),
+            capabilities: Default::default(),
+            cpu: Default::default(),
+            log: LogContents {
+                lines: (0..lines)
+                    .map(|n| LogLine {
+                        at_ms: n as u64,
+                        source: LogSource::Scenario,
+                        text: format!("line {n}"),
+                    })
+                    .collect(),
+                dropped_lines: 0,
+            },
+        })
+    }
+
+    /// Makes every write of the writer fail (`true`) or work again.
+    fn refuse_writes(storage: &Storage, refuse: bool) {
+        storage.send(Write::Configure(Box::new(move |db| {
+            db.pragma_update(None, "query_only", refuse).unwrap();
+        })));
+    }
+
+    #[test]
+    fn failed_writes_refuse_starts_hold_records_and_land_once_the_disk_takes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let metrics = Arc::new(Metrics::default());
+        let (storage, _) = Storage::open(&path, 30, Arc::clone(&metrics)).unwrap();
+        let started = storage.started(new_session("before"));
+        started.blocking_recv().unwrap().unwrap();
+
+        refuse_writes(&storage, true);
+        let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let then = {
+            let retired = Arc::clone(&retired);
+            move || retired.store(true, std::sync::atomic::Ordering::SeqCst)
+        };
+        storage.finished(new_session("before"), record("before", 50), then);
+        let refused = storage
+            .started(new_session("refused"))
+            .blocking_recv()
+            .unwrap();
+        let error = refused.expect_err("a start whose row cannot be written is refused");
+        assert!(error.contains("readonly"), "{error}");
+        let health = storage.health();
+        assert!(health.is_degraded(), "{health:?}");
+        assert_eq!(health.held_writes, 1, "the finished record is held");
+        assert!(!retired.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(metrics.render().contains("history_held_writes 1"));
+
+        refuse_writes(&storage, false);
+        // A flush waits for what is held before it.
+        storage.flush();
+        assert!(retired.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!storage.health().is_degraded());
+        let before = storage.session("before").unwrap().unwrap();
+        assert_eq!(before.state, "finished");
+        assert_eq!(storage.log("before").unwrap().len(), 50);
+        assert!(storage.session("refused").unwrap().is_none());
+        assert!(metrics.render().contains("history_held_writes 0"));
+    }
+
+    #[test]
+    fn a_database_that_is_not_one_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let error = Storage::open(&path, 30, Arc::default()).err().unwrap();
+        let text = format!("{error:#}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("not a database"), "{text}");
     }
 }

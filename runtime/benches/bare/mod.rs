@@ -66,7 +66,7 @@ impl Bare {
             .unwrap();
         stub_host_interfaces(&engine, &component, &mut linker);
         let pre = ScenarioPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        let ticker = EpochTicker::start(&engine, config.epoch_tick);
+        let ticker = EpochTicker::start(&engine, config.epoch_tick, || {});
         Bare {
             engine,
             pre,

@@ -6,8 +6,8 @@
 //! delivered, so the scenario never sees a state its events have not told it
 //! about.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 use wasmtime::component::Resource;
@@ -26,8 +26,35 @@ pub struct CallHandle {
     pub id: CallId,
 }
 
+/// The ids of a session's calls that are not over. Shared by the session's
+/// handle, which turns away the far end's actions on any other id, and the
+/// calls capability, which knows when a call ends.
+#[derive(Default)]
+pub(crate) struct LiveCalls(Mutex<BTreeSet<CallId>>);
+
+impl LiveCalls {
+    fn ids(&self) -> MutexGuard<'_, BTreeSet<CallId>> {
+        // Nothing panics under the lock; a poisoned one is still whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add(&self, call: CallId) {
+        self.ids().insert(call);
+    }
+
+    pub fn remove(&self, call: CallId) {
+        self.ids().remove(&call);
+    }
+
+    pub fn contains(&self, call: CallId) -> bool {
+        self.ids().contains(&call)
+    }
+}
+
 pub(crate) struct Calls {
     dialer: Arc<dyn Dialer>,
+    /// The same calls, as the session's handle sees them.
+    live: Arc<LiveCalls>,
     /// Where each call's far end sends its outcomes.
     events: EventSink,
     limits: Arc<Limits>,
@@ -68,9 +95,15 @@ impl LegState {
 }
 
 impl Calls {
-    pub fn new(dialer: Arc<dyn Dialer>, events: EventSink, limits: Arc<Limits>) -> Self {
+    pub fn new(
+        dialer: Arc<dyn Dialer>,
+        live: Arc<LiveCalls>,
+        events: EventSink,
+        limits: Arc<Limits>,
+    ) -> Self {
         Calls {
             dialer,
+            live,
             events,
             limits,
             legs: BTreeMap::new(),
@@ -90,6 +123,7 @@ impl Calls {
         });
         if let Some(reason) = refusal {
             link.act(CallAction::Reject { code: 403 });
+            self.live.remove(call);
             return Err(reason);
         }
         self.attempts += 1;
@@ -105,6 +139,7 @@ impl Calls {
     }
 
     fn insert(&mut self, call: CallId, link: Box<dyn CallLink>, state: LegState) {
+        self.live.add(call);
         let leg = Leg {
             link,
             state,
@@ -156,6 +191,7 @@ impl Calls {
                     } else {
                         LegState::Disconnected
                     };
+                    self.live.remove(call);
                 }
                 leg.end_delivered = true;
                 true
@@ -185,7 +221,7 @@ impl Calls {
     /// Ends every live call without telling the scenario (entering
     /// Terminating: the session's calls end with it).
     pub fn end_all(&mut self) {
-        for leg in self.legs.values_mut() {
+        for (&call, leg) in &mut self.legs {
             if leg.state.is_live() {
                 let action = if leg.state == LegState::Alerting {
                     CallAction::Reject { code: 480 }
@@ -194,6 +230,7 @@ impl Calls {
                 };
                 leg.link.act(action);
                 leg.state = LegState::Disconnected;
+                self.live.remove(call);
             }
         }
     }
@@ -204,6 +241,7 @@ impl Calls {
         if let Some(leg) = self.legs.get_mut(&call) {
             leg.link.act(CallAction::Reject { code: 480 });
             leg.state = LegState::Failed;
+            self.live.remove(call);
         }
     }
 }
@@ -267,6 +305,9 @@ impl SessionState {
             CallAction::Reject { .. } => leg.state = LegState::Failed,
             CallAction::Hangup => leg.state = LegState::Disconnected,
             _ => {}
+        }
+        if !leg.state.is_live() {
+            self.calls.live.remove(id);
         }
         leg.link.act(action);
         Ok(Ok(()))

@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 
 use super::api::session_error;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, body_error};
 use super::{Server, constant_time_eq};
 use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use crate::cache::content_hash;
@@ -110,7 +110,11 @@ async fn read_body(mut body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     // yet data, and a slow client should not hold a large buffer for it.
     let mut bytes = Vec::with_capacity(announced.min(64 << 10));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        let frame = frame.map_err(|e| {
+            body_error(&e, StatusCode::BAD_REQUEST, || {
+                format!("reading the body: {e}")
+            })
+        })?;
         if let Some(data) = frame.data_ref() {
             if bytes.len() + data.len() > limit {
                 return Err(too_large());

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 
-use super::error::{ApiError, ApiJson, ApiResult};
+use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiResult};
 use super::{Server, access};
 use crate::bindings::Header;
 use crate::runtime::StartError;
@@ -62,7 +61,19 @@ fn router(server: Arc<Server>) -> Router {
         .route("/v1/sessions/{id}/calls/{call}/tone", post(call_tone))
         .route("/v1/sessions/{id}/calls/{call}/message", post(call_message))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(liveness))
+        .route("/readyz", get(readiness))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is not allowed on {}",
+                    request.method(),
+                    request.uri().path()
+                ),
+            )
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(server)
 }
@@ -117,6 +128,7 @@ pub(super) fn session_error(error: SessionError) -> ApiError {
         SessionError::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
         SessionError::ScenarioFailed(_) => StatusCode::BAD_GATEWAY,
         SessionError::Lost => StatusCode::INTERNAL_SERVER_ERROR,
+        SessionError::UnknownCall(_) => StatusCode::NOT_FOUND,
     };
     ApiError::new(status, error.to_string())
 }
@@ -132,8 +144,8 @@ struct StartRequest {
 async fn start_session(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path(app_name): Path<String>,
-    body: Bytes,
+    ApiPath(app_name): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<impl IntoResponse> {
     let app = server
         .app(&tenant, &app_name)
@@ -175,7 +187,7 @@ struct CallRequest {
 async fn incoming_call(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path(app_name): Path<String>,
+    ApiPath(app_name): ApiPath<String>,
     ApiJson(call): ApiJson<CallRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let app = server
@@ -214,8 +226,8 @@ async fn incoming_call(
 async fn replace_scenario(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path(app_name): Path<String>,
-    body: Bytes,
+    ApiPath(app_name): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<Value>> {
     server
         .app(&tenant, &app_name)
@@ -233,7 +245,7 @@ async fn replace_scenario(
 async fn session(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let session = server
         .session_of(&tenant, &id)
@@ -260,27 +272,23 @@ const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 async fn session_log(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(handle) = server.live_session(&tenant, &id) {
-        if query.wait
-            && tokio::time::timeout(LOG_WAIT, handle.finished())
-                .await
-                .is_ok()
-        {
-            // Finished: its record is on its way to the history.
-            let flush = Arc::clone(&server);
-            tokio::task::spawn_blocking(move || flush.flush_history())
-                .await
-                .map_err(ApiError::internal)?;
-            return stored_log(&server, &tenant, &id);
+        if query.wait {
+            let _ = tokio::time::timeout(LOG_WAIT, handle.finished()).await;
         }
-        let log = handle.log();
+        // A session that finished is answered from its record, whether or
+        // not the history has it yet.
+        let (state, log) = match handle.record() {
+            Some(record) => ("finished", record.log.clone()),
+            None => ("live", handle.log()),
+        };
         return Ok(Json(json!({
             "session_id": id,
-            "state": "live",
+            "state": state,
             "lines": log.lines,
             "dropped_lines": log.dropped_lines,
         })));
@@ -327,6 +335,14 @@ async fn list_sessions(
             "state must be live, finished or interrupted, not {state:?}"
         )));
     }
+    if let Some(since) = query.since
+        && i64::try_from(since).is_err()
+    {
+        return Err(ApiError::bad_request(format!(
+            "since is unix milliseconds, at most {}, not {since}",
+            i64::MAX
+        )));
+    }
     let filter = SessionFilter {
         tenant,
         app: query.app,
@@ -347,7 +363,7 @@ async fn list_sessions(
 async fn terminate_session(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
     handle.terminate().map_err(session_error)?;
@@ -357,7 +373,7 @@ async fn terminate_session(
 async fn call_hangup(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path((id, call)): Path<(String, u32)>,
+    ApiPath((id, call)): ApiPath<(String, u32)>,
 ) -> ApiResult<impl IntoResponse> {
     let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
     handle.remote_hangup(call).map_err(session_error)?;
@@ -373,7 +389,7 @@ struct ToneRequest {
 async fn call_tone(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path((id, call)): Path<(String, u32)>,
+    ApiPath((id, call)): ApiPath<(String, u32)>,
     ApiJson(request): ApiJson<ToneRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let valid = request.tone.len() == 1 && "0123456789*#ABCD".contains(request.tone.as_str());
@@ -399,7 +415,7 @@ struct MessageRequest {
 async fn call_message(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
-    Path((id, call)): Path<(String, u32)>,
+    ApiPath((id, call)): ApiPath<(String, u32)>,
     ApiJson(request): ApiJson<MessageRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
@@ -407,6 +423,22 @@ async fn call_message(
         .remote_message(call, &request.text)
         .map_err(session_error)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /healthz`: the process serves.
+async fn liveness() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the node can take new sessions; 503 while the
+/// history cannot be written (starts would be refused).
+async fn readiness(State(server): State<Arc<Server>>) -> (StatusCode, Json<Value>) {
+    let history = server.history_health();
+    if history.is_degraded() {
+        let body = json!({ "status": "degraded", "history": history });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    (StatusCode::OK, Json(json!({ "status": "ready" })))
 }
 
 /// `GET /metrics`, Prometheus text format.

@@ -8,6 +8,7 @@
 mod access;
 mod api;
 mod error;
+mod listener;
 mod quota;
 mod sip;
 
@@ -145,7 +146,11 @@ impl Server {
         if let Some(dir) = settings.database.parent() {
             std::fs::create_dir_all(dir).ok();
         }
-        let (storage, interrupted) = Storage::open(&settings.database, settings.retention_days)?;
+        let (storage, interrupted) = Storage::open(
+            &settings.database,
+            settings.retention_days,
+            Arc::clone(runtime.metrics()),
+        )?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
@@ -201,6 +206,19 @@ impl Server {
     /// Waits until the history has everything that happened so far.
     pub fn flush_history(&self) {
         self.storage.flush();
+    }
+
+    /// Whether the history is being written.
+    pub fn history_health(&self) -> crate::storage::Health {
+        self.storage.health()
+    }
+
+    /// The content hash of the scenario `app` runs now, if there is such
+    /// an app.
+    pub fn scenario_hash(&self, app: &str) -> Option<String> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.get(app)
+            .map(|app| app.scenario.content_hash().to_owned())
     }
 
     /// The tenant an API key acts for.
@@ -271,11 +289,12 @@ impl Server {
         reloaded
     }
 
-    /// Starts a session of `app`; Started is its first event. The history
-    /// hears of it before it runs and has it committed before the caller
-    /// hears it started (so a crash from then on leaves it `interrupted`,
-    /// not missing); it hears of its end through the finish hook, which also
-    /// retires it from the live sessions once that is committed.
+    /// Starts a session of `app`; Started is its first event. Its row is
+    /// committed to the history before it runs (so a crash from then on
+    /// leaves it `interrupted`, not missing; a history that cannot be
+    /// written refuses the start with 503). The history hears of its end
+    /// through the finish hook, which retires it from the live sessions
+    /// once its record is committed: until then it is read from memory.
     async fn start_session(
         self: &Arc<Self>,
         app_name: &str,
@@ -285,6 +304,8 @@ impl Server {
         if let Err(refused) = self.quotas.admit(&app.tenant) {
             return Err(self.quota_refusal(&app.tenant, refused.quota, refused.reason));
         }
+        // The tenant's quota holds a place from here until the session ends
+        // or fails to start.
         let id = new_session_id();
         let secret = random_token();
         let session = NewSession {
@@ -295,10 +316,19 @@ impl Server {
             access_secret_sha256: content_hash(secret.as_bytes()),
             started_at: SystemTime::now(),
         };
+        let committed = self.storage.started(session.clone()).await;
+        if let Err(error) = committed.unwrap_or_else(|_| Err("the history writer stopped".into())) {
+            self.quotas.release(&app.tenant);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the session was not started: its history cannot be written ({error})"),
+            ));
+        }
         let on_finish = {
             let server = Arc::clone(self);
             let session = session.clone();
             Box::new(move |record: Arc<crate::session::SessionRecord>| {
+                server.quotas.release(&session.tenant);
                 let retire = Arc::clone(&server);
                 let id = record.id.clone();
                 // Nobody listening is fine.
@@ -308,7 +338,6 @@ impl Server {
                 });
             })
         };
-        let committed = self.storage.started(session.clone());
         // In the map before it runs: its finish hook may retire it at any
         // moment from here on.
         let starting = Live {
@@ -335,6 +364,7 @@ impl Server {
             Err(error) => {
                 // Never ran: nothing to keep.
                 self.retire(&id);
+                self.quotas.release(&app.tenant);
                 self.storage.forget(&id);
                 if let StartError::SharedMemoryFull { limit_bytes } = error {
                     let reason = format!(
@@ -356,8 +386,6 @@ impl Server {
         {
             live.handle = Some(handle.clone());
         }
-        // The writer answers even when the commit failed (it logs that).
-        let _ = committed.await;
         Ok(Started { handle, access_url })
     }
 
@@ -375,16 +403,13 @@ impl Server {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason)
     }
 
-    /// Forgets a session that ended (or never started), once.
+    /// Forgets a session whose record is in the history (or that never
+    /// started).
     fn retire(&self, id: &str) {
-        let removed = self
-            .live
+        self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        if let Some(session) = removed {
-            self.quotas.release(&session.row.tenant);
-        }
     }
 
     /// A session of `tenant`'s, live (from memory) or past (from history).
@@ -392,9 +417,15 @@ impl Server {
         {
             let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(session) = live.get(id) {
-                return Ok(
-                    (session.row.tenant == tenant).then(|| StoredSession::live(&session.row))
-                );
+                if session.row.tenant != tenant {
+                    return Ok(None);
+                }
+                // Finished, with its record on its way to the history.
+                let record = session.handle.as_ref().and_then(SessionHandle::record);
+                return Ok(Some(match record {
+                    Some(record) => StoredSession::finished(&session.row, &record),
+                    None => StoredSession::live(&session.row),
+                }));
             }
         }
         Ok(self
@@ -502,8 +533,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let draining = Arc::clone(&server);
-    let app =
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(service(Arc::clone(&server)));
     let watch_every = Duration::from_millis(server.settings.watch_scenarios);
     let watcher = (!watch_every.is_zero()).then(|| {
         let server = Arc::downgrade(&server);
@@ -521,12 +550,26 @@ pub async fn serve(
             }
         })
     });
-    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let limits = listener::ConnectionLimits {
+        max_connections: server.settings.max_connections,
+        header_read_timeout: Duration::from_millis(server.settings.header_read_timeout),
+        body_read_timeout: Duration::from_millis(server.settings.body_read_timeout),
+        idle_timeout: Duration::from_millis(server.settings.idle_timeout),
+    };
+    let deadline = Duration::from_millis(server.settings.shutdown_deadline);
+    let stopping = async move {
         shutdown.await;
         tracing::info!("shutting down: ending live sessions");
         draining.terminate_all();
-    });
-    serving.await?;
+    };
+    listener::serve(
+        listener,
+        service(Arc::clone(&server)),
+        limits,
+        stopping,
+        deadline,
+    )
+    .await;
     if let Some(watcher) = watcher {
         watcher.abort();
     }

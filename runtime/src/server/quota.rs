@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::TenantQuota;
+use crate::cpu::TenantCpu;
 use crate::shared_limits::SharedLimits;
 
 pub struct Quotas(HashMap<String, Gate>);
@@ -39,7 +40,11 @@ impl Quotas {
                 .into_iter()
                 .map(|(tenant, quota)| {
                     let gate = Gate {
-                        shared: SharedLimits::new(quota.memory_bytes, quota.http_concurrent),
+                        shared: SharedLimits::new(
+                            quota.memory_bytes,
+                            quota.http_concurrent,
+                            TenantCpu::new(tenant.as_str(), quota.cpu_weight),
+                        ),
                         quota: quota.clone(),
                         live: AtomicUsize::new(0),
                         bucket: Mutex::new(Bucket {

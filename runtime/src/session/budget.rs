@@ -1,7 +1,7 @@
 //! The per-session limits the engine enforces while guest code runs:
-//! compute time per handler (epoch ticks) and linear memory (a resource
-//! limiter). Both live in the store's data, where wasmtime's callbacks can
-//! reach them.
+//! compute time per handler (charged at epoch deadlines, see [`crate::cpu`])
+//! and linear memory (a resource limiter). Both live in the store's data,
+//! where wasmtime's callbacks can reach them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,14 +10,17 @@ use std::time::Duration;
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 
 use crate::capabilities::SessionState;
+use crate::cpu::{AtDeadline, LaneCell, SLOW_SLICE_TICKS};
 use crate::metrics::Metrics;
 use crate::shared_limits::SharedLimits;
 
 pub(crate) struct Budget {
-    /// Epoch ticks a handler may compute for.
-    ticks_allowed: u64,
-    /// Ticks seen while the current handler was computing.
-    ticks_used: u64,
+    /// Compute time a handler may use.
+    compute_allowed: Duration,
+    /// What the current handler computed so far.
+    compute_used: Duration,
+    /// The session's place on the lanes, which measures what it computed.
+    lane: Arc<LaneCell>,
     memory_bytes: usize,
     /// Linear memory the instance holds now, as reported to the metrics (and
     /// taken from the shared limits, if any).
@@ -41,14 +44,15 @@ pub(crate) enum MemoryLimit {
 impl Budget {
     pub fn new(
         compute: Duration,
-        tick: Duration,
+        lane: Arc<LaneCell>,
         memory_bytes: usize,
         shared: Option<Arc<SharedLimits>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Budget {
-            ticks_allowed: compute.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64,
-            ticks_used: 0,
+            compute_allowed: compute,
+            compute_used: Duration::ZERO,
+            lane,
             memory_bytes,
             memory_in_use: 0,
             shared,
@@ -59,8 +63,12 @@ impl Budget {
 
     /// Starts a handler's budget afresh.
     pub fn reset(&mut self) {
-        self.ticks_used = 0;
+        self.compute_used = Duration::ZERO;
         self.memory_refused = None;
+    }
+
+    pub fn lane(&self) -> &Arc<LaneCell> {
+        &self.lane
     }
 }
 
@@ -88,20 +96,26 @@ impl fmt::Display for ComputeLimitExceeded {
 
 impl std::error::Error for ComputeLimitExceeded {}
 
-/// Called by wasmtime each time a computing guest passes its epoch deadline
-/// (the deadline is one tick ahead). A tick is charged only while the guest
-/// computes: when it waits on the host no deadline check runs, so waiting is
-/// free. Every tick the guest also yields, so a looping guest shares its
-/// worker thread with the other sessions on it.
+/// Called by wasmtime each time a computing guest passes its epoch
+/// deadline. What it computed since it last resumed is charged (a deadline
+/// that passed while it waited on the host charges nothing and moves on),
+/// and past the limit the handler ends. Otherwise it yields: on the fast
+/// lane to move to the slow one, on the slow lane to let the governor hand
+/// the next turn (see [`crate::cpu`]).
 pub(crate) fn on_epoch_tick(
     mut store: StoreContextMut<'_, SessionState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let budget = &mut store.data_mut().budget;
-    budget.ticks_used += 1;
-    if budget.ticks_used > budget.ticks_allowed {
-        return Err(wasmtime::Error::new(ComputeLimitExceeded));
+    match budget.lane.at_deadline() {
+        AtDeadline::Stale(ticks) => Ok(UpdateDeadline::Continue(ticks)),
+        AtDeadline::Computed(time) => {
+            budget.compute_used += time;
+            if budget.compute_used > budget.compute_allowed {
+                return Err(wasmtime::Error::new(ComputeLimitExceeded));
+            }
+            Ok(UpdateDeadline::Yield(SLOW_SLICE_TICKS))
+        }
     }
-    Ok(UpdateDeadline::Yield(1))
 }
 
 impl ResourceLimiter for Budget {

@@ -21,6 +21,7 @@ use crate::bindings::{
 use crate::capabilities::SessionState;
 use crate::capabilities::calls::CallHandle;
 use crate::capabilities::websockets::SocketHandle;
+use crate::cpu::FIRST_SLICE_TICKS;
 use crate::limits::Limits;
 use crate::log::LogSource;
 
@@ -449,16 +450,23 @@ impl Core {
             });
         }
         self.store.data_mut().budget.reset();
-        self.store.set_epoch_deadline(1);
+        if self.store.data().budget.lane().begin_handler() {
+            // Its tenant is over its share: to the slow lane before it
+            // computes (the lane's future moves at this yield).
+            tokio::task::yield_now().await;
+        }
+        self.store.set_epoch_deadline(FIRST_SLICE_TICKS);
         let guest = self.bindings.sessionbox_scenario_app_events();
         let began = Instant::now();
         if kind.is_activity() {
             self.last_activity = began;
         }
         let outcome = handler(guest, &mut self.store).await;
-        let metrics = &self.store.data().metrics;
-        metrics.handler_seconds.observe(began.elapsed());
-        metrics.delivered(kind);
+        let elapsed = began.elapsed();
+        let state = self.store.data();
+        state.budget.lane().end_handler(elapsed);
+        state.metrics.handler_seconds.observe(elapsed);
+        state.metrics.delivered(kind);
         outcome.map_err(|error| Failure(self.classify(kind.handler(), error)))
     }
 

@@ -60,6 +60,7 @@ impl Driver {
             finish_reason,
             events,
             capabilities,
+            cpu: state.budget.lane().record(),
             log: state.log.take(),
         });
         let metrics = Arc::clone(&state.metrics);

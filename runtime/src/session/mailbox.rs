@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::SessionError;
 use super::core::Core;
 use super::event::Event;
+use crate::cpu::Laned;
 
 pub(crate) struct Mailbox {
     state: Mutex<State>,
@@ -194,42 +195,53 @@ impl State {
     }
 }
 
-type Running<R> = Pin<Box<dyn Future<Output = (Box<Core>, R)> + Send>>;
-
 /// A handler running in a caller's task with a core taken from the shelf.
 /// A wasm call cannot stop halfway, so if the caller stops waiting (a
 /// client disconnects), the handler runs on to its end in a task of its
 /// own; either way the core goes back on the shelf.
-pub(crate) struct Borrowed<R: Send + 'static> {
-    running: Option<Running<R>>,
+pub(crate) struct Borrowed<F, R>
+where
+    F: Future<Output = (Box<Core>, R)> + Send + 'static,
+    R: Send + 'static,
+{
+    running: Option<Laned<F>>,
     mailbox: Arc<Mailbox>,
 }
 
-impl<R: Send + 'static> Borrowed<R> {
-    pub fn new(
-        mailbox: Arc<Mailbox>,
-        running: impl Future<Output = (Box<Core>, R)> + Send + 'static,
-    ) -> Self {
+impl<F, R> Borrowed<F, R>
+where
+    F: Future<Output = (Box<Core>, R)> + Send + 'static,
+    R: Send + 'static,
+{
+    pub fn new(mailbox: Arc<Mailbox>, running: Laned<F>) -> Self {
         Borrowed {
-            running: Some(Box::pin(running)),
+            running: Some(running),
             mailbox,
         }
     }
 }
 
-impl<R: Send + 'static> Future for Borrowed<R> {
+impl<F, R> Future for Borrowed<F, R>
+where
+    F: Future<Output = (Box<Core>, R)> + Send + 'static,
+    R: Send + 'static,
+{
     type Output = R;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let running = self.running.as_mut().expect("polled after it finished");
-        let (core, outcome) = ready!(running.as_mut().poll(cx));
+        let (core, outcome) = ready!(Pin::new(running).poll(cx));
         self.running = None;
         self.mailbox.put_back(core);
         Poll::Ready(outcome)
     }
 }
 
-impl<R: Send + 'static> Drop for Borrowed<R> {
+impl<F, R> Drop for Borrowed<F, R>
+where
+    F: Future<Output = (Box<Core>, R)> + Send + 'static,
+    R: Send + 'static,
+{
     fn drop(&mut self) {
         let Some(running) = self.running.take() else {
             return;

@@ -31,8 +31,9 @@ pub(crate) use mailbox::Mailbox;
 pub use record::{FinishReason, SessionRecord, TerminateCauseName};
 
 use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
-use crate::capabilities::calls::CallId;
+use crate::capabilities::calls::{CallId, LiveCalls};
 use crate::capabilities::websockets::{SocketCommand, SocketId};
+use crate::cpu::{LaneCell, Lanes};
 use crate::log::{LogContents, LogLine, SessionLog};
 use crate::telephony::{ConnectCall, InProcessLink};
 
@@ -63,6 +64,8 @@ pub enum SessionError {
     ScenarioFailed(String),
     /// The session's task ended without a record (a Sessionbox bug).
     Lost,
+    /// The session has no call of this id that is not over.
+    UnknownCall(CallId),
 }
 
 impl fmt::Display for SessionError {
@@ -73,6 +76,7 @@ impl fmt::Display for SessionError {
             SessionError::Refused(reason) => write!(f, "refused: {reason}"),
             SessionError::ScenarioFailed(reason) => write!(f, "the scenario failed: {reason}"),
             SessionError::Lost => f.write_str("the session ended without a record"),
+            SessionError::UnknownCall(call) => write!(f, "the session has no live call {call}"),
         }
     }
 }
@@ -97,6 +101,11 @@ struct HandleInner {
     next_id: AtomicU32,
     log: SessionLog,
     finished: watch::Receiver<Option<Arc<SessionRecord>>>,
+    /// The session's calls that are not over: the far end's actions name one.
+    calls: Arc<LiveCalls>,
+    /// Where a handler run in a caller's task computes.
+    lanes: Arc<Lanes>,
+    lane: Arc<LaneCell>,
 }
 
 /// Commands a socket's connection may have waiting before it falls behind.
@@ -108,6 +117,8 @@ impl SessionHandle {
         mailbox: Arc<Mailbox>,
         log: SessionLog,
         finished: watch::Receiver<Option<Arc<SessionRecord>>>,
+        calls: Arc<LiveCalls>,
+        (lanes, lane): (Arc<Lanes>, Arc<LaneCell>),
     ) -> Self {
         SessionHandle(Arc::new(HandleInner {
             id,
@@ -115,6 +126,9 @@ impl SessionHandle {
             next_id: AtomicU32::new(1),
             log,
             finished,
+            calls,
+            lanes,
+            lane,
         }))
     }
 
@@ -136,11 +150,11 @@ impl SessionHandle {
         let request = request.into();
         let mailbox = &self.0.mailbox;
         if let Some(mut core) = mailbox.take_idle()? {
-            return Borrowed::new(Arc::clone(mailbox), async move {
+            let running = self.0.lanes.laned(&self.0.lane, async move {
                 let answer = core.answer_http(&request).await;
                 (core, answer)
-            })
-            .await;
+            });
+            return Borrowed::new(Arc::clone(mailbox), running).await;
         }
         let (respond, response) = oneshot::channel();
         mailbox.post(Event::HttpRequest { request, respond })?;
@@ -165,39 +179,47 @@ impl SessionHandle {
         connect: ConnectCall,
     ) -> Result<CallId, SessionError> {
         let call = self.next_id();
-        self.0.mailbox.post(Event::CallAlerting {
+        self.0.calls.add(call);
+        let posted = self.0.mailbox.post(Event::CallAlerting {
             call,
             incoming,
             connect,
-        })?;
-        Ok(call)
+        });
+        if posted.is_err() {
+            self.0.calls.remove(call);
+        }
+        posted.map(|()| call)
     }
 
     /// The far end hung up.
     pub fn remote_hangup(&self, call: CallId) -> Result<(), SessionError> {
-        self.0.mailbox.post(Event::CallDisconnected { call })
+        self.post_for_call(call, Event::CallDisconnected { call })
     }
 
     /// The far end gave up or the network failed the call before it connected.
     pub fn remote_failed(&self, call: CallId, code: u16, reason: &str) -> Result<(), SessionError> {
         let reason = reason.to_owned();
-        self.0
-            .mailbox
-            .post(Event::CallFailed { call, code, reason })
+        self.post_for_call(call, Event::CallFailed { call, code, reason })
     }
 
     /// The far end pressed a key.
     pub fn remote_tone(&self, call: CallId, tone: &str) -> Result<(), SessionError> {
         let tone = tone.to_owned();
-        self.0.mailbox.post(Event::CallToneReceived { call, tone })
+        self.post_for_call(call, Event::CallToneReceived { call, tone })
     }
 
     /// The far end sent an in-call message.
     pub fn remote_message(&self, call: CallId, text: &str) -> Result<(), SessionError> {
         let text = text.to_owned();
-        self.0
-            .mailbox
-            .post(Event::CallMessageReceived { call, text })
+        self.post_for_call(call, Event::CallMessageReceived { call, text })
+    }
+
+    /// Queues the far end's `event` on `call`, if the call is not over.
+    fn post_for_call(&self, call: CallId, event: Event) -> Result<(), SessionError> {
+        if !self.0.calls.contains(call) {
+            return Err(SessionError::UnknownCall(call));
+        }
+        self.0.mailbox.post(event)
     }
 
     /// A client asks to open a WebSocket on the access URL. Resolves when the

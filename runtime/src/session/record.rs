@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::capabilities::Meter;
+use crate::cpu::CpuRecord;
 use crate::log::LogContents;
 use crate::session::TerminateCause;
 
@@ -95,6 +96,8 @@ pub struct SessionRecord {
     pub events: BTreeMap<&'static str, u64>,
     /// Capability uses and refusals.
     pub capabilities: Meter,
+    /// Its time on the slow lane, and how long it was throttled there.
+    pub cpu: CpuRecord,
     pub log: LogContents,
 }
 

@@ -21,7 +21,6 @@
 //! The session waits for requests in flight before delivering Terminated:
 //! [`HttpState::wait_idle`].
 
-mod deadline;
 pub mod destination;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +36,7 @@ use wasmtime_wasi_http::{
 
 use super::{Meter, SessionState, phase_name};
 use crate::bindings::{Capability, Phase};
+use crate::deadline::Deadline;
 use crate::limits::Limits;
 use crate::log::SessionLog;
 use crate::metrics::Metrics;
@@ -272,7 +272,9 @@ impl WasiHttpHooks for HttpPolicy {
                 let max = limits.http_response_bytes;
                 let response = response.map(|body| {
                     // The turns are held until the body is read or dropped.
-                    let body = deadline::Deadline::new(body, deadline, (turn, shared_turn));
+                    let body = Deadline::new(body, deadline, (turn, shared_turn), || {
+                        Box::new(HttpError::HttpResponseTimeout)
+                    });
                     Limited::new(body, max)
                         .map_err(move |e| match e.downcast::<HttpError>() {
                             Ok(inner) => *inner,
