@@ -305,7 +305,7 @@ impl Runtime {
         store.set_epoch_deadline(FIRST_SLICE_TICKS);
         // A component's start functions are guest code like any handler's.
         let pre = scenario.pre.clone();
-        let instantiating = self.lanes.laned(&lane, async move {
+        let instantiating = lane.laned(async move {
             let instantiated = pre.instantiate_async(&mut store).await;
             (store, instantiated)
         });
@@ -337,12 +337,9 @@ impl Runtime {
             handle_log,
             finished,
             live_calls,
-            (Arc::clone(&self.lanes), Arc::clone(&lane)),
+            Arc::clone(&lane),
         );
-        tokio::spawn(
-            self.lanes
-                .laned(&lane, driver.run(core, options.custom_data)),
-        );
+        tokio::spawn(lane.laned(driver.run(core, options.custom_data)));
         Ok(handle)
     }
 }

@@ -115,10 +115,11 @@ impl Lanes {
     }
 
     /// A new session's place on the lanes, its CPU charged to `tenant`.
-    pub fn cell(&self, tenant: Arc<TenantCpu>) -> Arc<LaneCell> {
+    pub fn cell(self: &Arc<Self>, tenant: Arc<TenantCpu>) -> Arc<LaneCell> {
         self.governor.register(&tenant);
         Arc::new(LaneCell {
             clock: Arc::clone(&self.clock),
+            lanes: Arc::clone(self),
             tenant,
             mark: AtomicU64::new(self.clock.ticks()),
             cpu_mark: AtomicU64::new(0),
@@ -127,25 +128,12 @@ impl Lanes {
             in_handler: AtomicBool::new(false),
             waiting_since: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
+            fast_unreported_ns: AtomicU64::new(0),
             slow_cpu_ns: AtomicU64::new(0),
             throttled_ns: AtomicU64::new(0),
             slow_handlers: AtomicU64::new(0),
             demoted_handlers: AtomicU64::new(0),
         })
-    }
-
-    /// `future` (which runs the handlers of the session at `cell`), moving
-    /// between the lanes as its handlers need.
-    pub fn laned<F>(self: &Arc<Self>, cell: &Arc<LaneCell>, future: F) -> Laned<F>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send,
-    {
-        Laned {
-            place: Place::Here(Box::pin(future)),
-            cell: Arc::clone(cell),
-            lanes: Arc::clone(self),
-        }
     }
 }
 
@@ -161,22 +149,31 @@ impl Drop for Lanes {
 /// callback, inside the guest) and the [`Laned`] future that polls it.
 /// A session's future is polled by one thread at a time, and the task
 /// hand-offs order those polls: relaxed atomics suffice.
+#[repr(C)]
 pub(crate) struct LaneCell {
-    clock: Arc<EpochClock>,
-    tenant: Arc<TenantCpu>,
+    // What every poll and handler touches first, together: with many
+    // sessions, each event's lines are cold.
     /// The tick when the guest last resumed or was charged (fast lane).
     mark: AtomicU64,
-    /// The thread's CPU time at the same moment (slow lane).
-    cpu_mark: AtomicU64,
-    /// The running handler belongs on the slow lane.
-    long: AtomicBool,
-    on_slow: AtomicBool,
-    in_handler: AtomicBool,
     /// When the running handler began waiting on the host (fast lane), 0
     /// when it is not waiting.
     waiting_since: AtomicU64,
     /// How long the running handler has waited on the host.
     waited_ns: AtomicU64,
+    /// Fast-lane time not yet added to the tenant's account (added in
+    /// batches: one shared counter per handler would cost more than the
+    /// rest of this bookkeeping).
+    fast_unreported_ns: AtomicU64,
+    /// The running handler belongs on the slow lane.
+    long: AtomicBool,
+    on_slow: AtomicBool,
+    in_handler: AtomicBool,
+    clock: Arc<EpochClock>,
+    tenant: Arc<TenantCpu>,
+    lanes: Arc<Lanes>,
+    /// The thread's CPU time when the guest last resumed or was charged
+    /// (slow lane).
+    cpu_mark: AtomicU64,
     slow_cpu_ns: AtomicU64,
     throttled_ns: AtomicU64,
     slow_handlers: AtomicU64,
@@ -209,7 +206,23 @@ pub struct CpuRecord {
     pub throttled_ms: f64,
 }
 
+/// Fast-lane time a session gathers before it reports it to its tenant.
+const REPORT_FAST_NS: u64 = 100_000;
+
 impl LaneCell {
+    /// `future` (which runs this session's handlers), moving between the
+    /// lanes as its handlers need.
+    pub fn laned<F>(self: &Arc<Self>, future: F) -> Laned<F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send,
+    {
+        Laned {
+            place: Place::Here(Box::pin(future)),
+            cell: Arc::clone(self),
+        }
+    }
+
     /// The guest passed its epoch deadline: charge what it computed since
     /// it resumed (thread CPU on the slow lane, ticks on the fast lane).
     pub fn at_deadline(&self) -> AtDeadline {
@@ -250,16 +263,28 @@ impl LaneCell {
     /// waited on the host); the slow lane charged its own.
     pub fn end_handler(&self, elapsed: Duration) {
         self.in_handler.store(false, Ordering::Relaxed);
-        if self.long.swap(false, Ordering::Relaxed) {
+        if self.long.load(Ordering::Relaxed) {
+            self.long.store(false, Ordering::Relaxed);
             self.slow_handlers.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let spent = u64::try_from(elapsed.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.waited_ns.load(Ordering::Relaxed));
+        let unreported = self.fast_unreported_ns.load(Ordering::Relaxed) + spent;
+        if unreported >= REPORT_FAST_NS {
+            self.tenant.charge_fast(Duration::from_nanos(unreported));
+            self.fast_unreported_ns.store(0, Ordering::Relaxed);
         } else {
-            let waited = Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed));
-            self.tenant.charge_fast(elapsed.saturating_sub(waited));
+            self.fast_unreported_ns.store(unreported, Ordering::Relaxed);
         }
     }
 
-    /// The session's figures so far.
+    /// The session's figures so far (at its end: what is left of its
+    /// fast-lane time goes to its tenant now).
     pub fn record(&self) -> CpuRecord {
+        let unreported = self.fast_unreported_ns.swap(0, Ordering::Relaxed);
+        self.tenant.charge_fast(Duration::from_nanos(unreported));
         let ms = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e6;
         CpuRecord {
             slow_lane_handlers: self.slow_handlers.load(Ordering::Relaxed),
@@ -275,8 +300,9 @@ impl LaneCell {
 
     /// Before a poll on the fast lane.
     fn resume_fast(&self) {
-        let since = self.waiting_since.swap(0, Ordering::Relaxed);
+        let since = self.waiting_since.load(Ordering::Relaxed);
         if since != 0 {
+            self.waiting_since.store(0, Ordering::Relaxed);
             let waited = self.clock.now_ns().saturating_sub(since);
             self.waited_ns.fetch_add(waited, Ordering::Relaxed);
         }
@@ -306,7 +332,6 @@ impl LaneCell {
 pub(crate) struct Laned<F: Future> {
     place: Place<F>,
     cell: Arc<LaneCell>,
-    lanes: Arc<Lanes>,
 }
 
 enum Place<F: Future> {
@@ -350,7 +375,8 @@ where
                     // polls it: a task it queues behind another that keeps
                     // computing is not polled soon, but a turn it waits for
                     // is handed on in fair order.
-                    let governor = Arc::clone(&this.lanes.governor);
+                    let lanes = &this.cell.lanes;
+                    let governor = Arc::clone(&lanes.governor);
                     let (ticket, holding) = match governor.request(&this.cell.tenant, None) {
                         Turn::Granted => (None, true),
                         Turn::Waiting(ticket) => (Some(ticket), false),
@@ -362,7 +388,7 @@ where
                         ticket,
                         holding,
                     };
-                    this.place = Place::Away(this.lanes.slow_handle.spawn(run));
+                    this.place = Place::Away(lanes.slow_handle.spawn(run));
                 }
                 Place::Away(leg) => match ready!(Pin::new(leg).poll(cx)) {
                     Ok(Leg::Finished(output)) => {

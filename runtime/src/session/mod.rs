@@ -33,7 +33,7 @@ pub use record::{FinishReason, SessionRecord, TerminateCauseName};
 use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use crate::capabilities::calls::{CallId, LiveCalls};
 use crate::capabilities::websockets::{SocketCommand, SocketId};
-use crate::cpu::{LaneCell, Lanes};
+use crate::cpu::LaneCell;
 use crate::log::{LogContents, LogLine, SessionLog};
 use crate::telephony::{ConnectCall, InProcessLink};
 
@@ -104,7 +104,6 @@ struct HandleInner {
     /// The session's calls that are not over: the far end's actions name one.
     calls: Arc<LiveCalls>,
     /// Where a handler run in a caller's task computes.
-    lanes: Arc<Lanes>,
     lane: Arc<LaneCell>,
 }
 
@@ -118,7 +117,7 @@ impl SessionHandle {
         log: SessionLog,
         finished: watch::Receiver<Option<Arc<SessionRecord>>>,
         calls: Arc<LiveCalls>,
-        (lanes, lane): (Arc<Lanes>, Arc<LaneCell>),
+        lane: Arc<LaneCell>,
     ) -> Self {
         SessionHandle(Arc::new(HandleInner {
             id,
@@ -127,7 +126,6 @@ impl SessionHandle {
             log,
             finished,
             calls,
-            lanes,
             lane,
         }))
     }
@@ -150,7 +148,7 @@ impl SessionHandle {
         let request = request.into();
         let mailbox = &self.0.mailbox;
         if let Some(mut core) = mailbox.take_idle()? {
-            let running = self.0.lanes.laned(&self.0.lane, async move {
+            let running = self.0.lane.laned(async move {
                 let answer = core.answer_http(&request).await;
                 (core, answer)
             });
