@@ -553,6 +553,24 @@ async fn an_incoming_call_runs_through_the_call_api() {
     };
     let bad_tone = follow("tone", json!({"tone": "x"})).await.unwrap();
     assert_eq!(bad_tone.status(), StatusCode::BAD_REQUEST);
+    // A call the session does not have is not found, whatever the action.
+    for (action, body) in [
+        ("hangup", json!({})),
+        ("tone", json!({"tone": "5"})),
+        ("message", json!({"text": "hi"})),
+    ] {
+        let unknown = running
+            .client
+            .post(format!("{}/v1/sessions/{id}/calls/2/{action}", running.url))
+            .bearer_auth(ACME)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "{action}");
+        let error: Value = unknown.json().await.unwrap();
+        assert_eq!(error["error"], "the session has no live call 2", "{action}");
+    }
     assert_eq!(
         follow("hangup", json!({})).await.unwrap().status(),
         StatusCode::ACCEPTED
