@@ -17,8 +17,10 @@ step() { echo "== $*" >&2; }
 # keep the compiled dependencies (a rebuild: ~2 minutes).
 if [ -d "$CARGO_TARGET_DIR" ] && [ "$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)" -gt 40 ]; then
   step "pruning Sessionbox's old build artifacts from $CARGO_TARGET_DIR"
-  cargo clean --locked -p sessionbox
-  cargo clean --locked -p sessionbox --release
+  for crate in sessionbox sessionbox-host sessionbox-sip sessionbox-server; do
+    cargo clean --locked -p "$crate"
+    cargo clean --locked -p "$crate" --release
+  done
 fi
 
 # The serve tests drive the server with curl, as the README shows; the SIP

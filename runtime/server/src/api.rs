@@ -1,0 +1,453 @@
+//! The management API (`/v1`, JSON, a tenant's API key as bearer token),
+//! the access URLs (`/s/...`) and `/metrics`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use futures_util::FutureExt;
+use futures_util::future::Either;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower::{Service, ServiceExt};
+
+use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiResult};
+use crate::history::{SessionFilter, unix_ms};
+use crate::{Server, access};
+use sessionbox_host::bindings::Header;
+use sessionbox_host::runtime::StartError;
+use sessionbox_host::scenario::MAX_COMPONENT_BYTES;
+use sessionbox_host::session::{IncomingCall, SessionError};
+
+/// What `serve` answers with. Access URLs go straight to
+/// [`access::deliver`]: they are the data plane, one request per event, and
+/// the router's matching, path extraction and boxing cost more than the
+/// event's delivery. Everything else goes through the API's router.
+pub fn service(
+    server: Arc<Server>,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    let api = router(Arc::clone(&server));
+    tower::service_fn(move |request: Request| {
+        if request.uri().path().starts_with(access::PREFIX) {
+            Either::Left(access::deliver(Arc::clone(&server), request).map(Ok))
+        } else {
+            Either::Right(api.clone().oneshot(request))
+        }
+    })
+}
+
+fn router(server: Arc<Server>) -> Router {
+    let body_limit = server.settings.max_body_bytes;
+    Router::new()
+        .route("/v1/apps/{app}/sessions", post(start_session))
+        .route("/v1/apps/{app}/calls", post(incoming_call))
+        .route(
+            "/v1/apps/{app}/scenario",
+            put(replace_scenario).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{id}", get(session))
+        .route("/v1/sessions/{id}", delete(terminate_session))
+        .route("/v1/sessions/{id}/log", get(session_log))
+        .route("/v1/sessions/{id}/calls/{call}/hangup", post(call_hangup))
+        .route("/v1/sessions/{id}/calls/{call}/tone", post(call_tone))
+        .route("/v1/sessions/{id}/calls/{call}/message", post(call_message))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(liveness))
+        .route("/readyz", get(readiness))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is not allowed on {}",
+                    request.method(),
+                    request.uri().path()
+                ),
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(server)
+}
+
+/// The tenant whose API key the request carries.
+struct Tenant(String);
+
+impl FromRequestParts<Arc<Server>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> ApiResult<Self> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing API key: send Authorization: Bearer <key>",
+                )
+            })?;
+        let key = header.strip_prefix("Bearer ").unwrap_or_default();
+        server
+            .tenant_of(key)
+            .map(|tenant| Tenant(tenant.to_owned()))
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key"))
+    }
+}
+
+fn no_app(name: &str) -> ApiError {
+    ApiError::not_found(format!("no app named {name:?}"))
+}
+
+fn no_session() -> ApiError {
+    ApiError::not_found("no such session")
+}
+
+pub(super) fn start_error(error: StartError) -> ApiError {
+    let status = match error {
+        StartError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        StartError::CustomDataTooLong { .. } => StatusCode::BAD_REQUEST,
+        StartError::Instantiation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StartError::SharedMemoryFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError::new(status, error.to_string())
+}
+
+pub(super) fn session_error(error: SessionError) -> ApiError {
+    let status = match error {
+        SessionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        SessionError::Finished => StatusCode::GONE,
+        SessionError::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
+        SessionError::ScenarioFailed(_) => StatusCode::BAD_GATEWAY,
+        SessionError::Lost => StatusCode::INTERNAL_SERVER_ERROR,
+        SessionError::UnknownCall(_) => StatusCode::NOT_FOUND,
+    };
+    ApiError::new(status, error.to_string())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    #[serde(default)]
+    custom_data: String,
+}
+
+/// `POST /v1/apps/{app}/sessions`: a new session; Started is delivered.
+async fn start_session(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(app_name): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<impl IntoResponse> {
+    let app = server
+        .app(&tenant, &app_name)
+        .ok_or_else(|| no_app(&app_name))?;
+    // An empty body is a start without custom data.
+    let request: StartRequest = if body.is_empty() {
+        StartRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?
+    };
+    let started = server
+        .start_session(&app_name, &app, request.custom_data)
+        .await?;
+    let id = started.handle.id();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "session_id": id,
+            "access_url": started.access_url,
+            "log_url": server.log_url(id),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallRequest {
+    from: String,
+    to: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+}
+
+/// `POST /v1/apps/{app}/calls`: an incoming call from the in-process
+/// telephony source: a new session, Started, then CallAlerting.
+async fn incoming_call(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(app_name): ApiPath<String>,
+    ApiJson(call): ApiJson<CallRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let app = server
+        .app(&tenant, &app_name)
+        .ok_or_else(|| no_app(&app_name))?;
+    let started = server.start_session(&app_name, &app, String::new()).await?;
+    let mut headers: Vec<_> = call
+        .headers
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
+        .collect();
+    headers.sort_by(|a, b| a.name.cmp(&b.name));
+    let call_id = started
+        .handle
+        .incoming_call(IncomingCall {
+            caller_id: call.from,
+            destination: call.to,
+            display_name: call.display_name,
+            headers,
+        })
+        .map_err(session_error)?;
+    let id = started.handle.id();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "session_id": id,
+            "call_id": call_id,
+            "access_url": started.access_url,
+            "log_url": server.log_url(id),
+        })),
+    ))
+}
+
+/// `PUT /v1/apps/{app}/scenario` (body: the component): validated, then
+/// used for new sessions; live sessions keep theirs.
+async fn replace_scenario(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(app_name): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Json<Value>> {
+    server
+        .app(&tenant, &app_name)
+        .ok_or_else(|| no_app(&app_name))?;
+    let scenario = server
+        .replace_scenario(&app_name, &body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok(Json(json!({
+        "app": app_name,
+        "scenario_sha256": scenario.content_hash(),
+    })))
+}
+
+/// `GET /v1/sessions/{id}`: status, timestamps, finish reason, counters.
+async fn session(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let session = server
+        .session_of(&tenant, &id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_session)?;
+    Ok(Json(
+        serde_json::to_value(session).map_err(ApiError::internal)?,
+    ))
+}
+
+/// `GET /v1/sessions/{id}/log`: the log so far (live) or in full (finished).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// Wait (up to `LOG_WAIT`) for a live session to finish, and answer
+    /// with its whole log: no polling, no sleeping.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// The longest `?wait=true` holds a request.
+const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn session_log(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(id): ApiPath<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(handle) = server.live_session(&tenant, &id) {
+        if query.wait {
+            let _ = tokio::time::timeout(LOG_WAIT, handle.finished()).await;
+        }
+        // A session that finished is answered from its record, whether or
+        // not the history has it yet.
+        let (state, log) = match handle.record() {
+            Some(record) => ("finished", record.log.clone()),
+            None => ("live", handle.log()),
+        };
+        return Ok(Json(json!({
+            "session_id": id,
+            "state": state,
+            "lines": log.lines,
+            "dropped_lines": log.dropped_lines,
+        })));
+    }
+    stored_log(&server, &tenant, &id)
+}
+
+fn stored_log(server: &Server, tenant: &str, id: &str) -> ApiResult<Json<Value>> {
+    let stored = server
+        .session_of(tenant, id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_session)?;
+    let lines = server.storage.log(id).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "session_id": id,
+        "state": stored.state,
+        "lines": lines,
+        "dropped_lines": stored.dropped_log_lines,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    app: Option<String>,
+    state: Option<String>,
+    finish_reason: Option<String>,
+    /// Unix milliseconds.
+    since: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/sessions?app=&state=&finish_reason=&since=&limit=`
+async fn list_sessions(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(state) = &query.state
+        && !["live", "finished", "interrupted"].contains(&state.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "state must be live, finished or interrupted, not {state:?}"
+        )));
+    }
+    if let Some(since) = query.since
+        && i64::try_from(since).is_err()
+    {
+        return Err(ApiError::bad_request(format!(
+            "since is unix milliseconds, at most {}, not {since}",
+            i64::MAX
+        )));
+    }
+    let filter = SessionFilter {
+        tenant,
+        app: query.app,
+        state: query.state,
+        finish_reason: query.finish_reason,
+        since_ms: query.since,
+        limit: query.limit.unwrap_or(100).min(1_000),
+    };
+    let sessions = server.storage.list(&filter).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "sessions": sessions,
+        "as_of_ms": unix_ms(std::time::SystemTime::now()),
+    })))
+}
+
+/// `DELETE /v1/sessions/{id}`: asks a live session to end (Terminating,
+/// then Terminated).
+async fn terminate_session(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
+    handle.terminate().map_err(session_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn call_hangup(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath((id, call)): ApiPath<(String, u32)>,
+) -> ApiResult<impl IntoResponse> {
+    let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
+    handle.remote_hangup(call).map_err(session_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToneRequest {
+    tone: String,
+}
+
+async fn call_tone(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath((id, call)): ApiPath<(String, u32)>,
+    ApiJson(request): ApiJson<ToneRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let valid = request.tone.len() == 1 && "0123456789*#ABCD".contains(request.tone.as_str());
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "a tone is one of 0-9, *, #, A-D, not {:?}",
+            request.tone
+        )));
+    }
+    let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
+    handle
+        .remote_tone(call, &request.tone)
+        .map_err(session_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRequest {
+    text: String,
+}
+
+async fn call_message(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath((id, call)): ApiPath<(String, u32)>,
+    ApiJson(request): ApiJson<MessageRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
+    handle
+        .remote_message(call, &request.text)
+        .map_err(session_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /healthz`: the process serves.
+async fn liveness() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the node can take new sessions; 503 while the
+/// history cannot be written (starts would be refused).
+async fn readiness(State(server): State<Arc<Server>>) -> (StatusCode, Json<Value>) {
+    let history = server.history_health();
+    if history.is_degraded() {
+        let body = json!({ "status": "degraded", "history": history });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    (StatusCode::OK, Json(json!({ "status": "ready" })))
+}
+
+/// `GET /metrics`, Prometheus text format.
+async fn metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        server.runtime.metrics().render(),
+    )
+}

@@ -1,0 +1,316 @@
+//! SIP: real calls in and out, through rsipstack's transaction and dialog
+//! layers (RFC 3261) over UDP and TCP.
+//!
+//! [`SipEndpoint`] listens; each new INVITE becomes an [`IncomingInvite`]
+//! that the server routes to an app, and, once a session takes it, a
+//! [`call::SipCall`] task that drives the dialog and the call's RTP
+//! ([`media`]). In-dialog requests (ACK, BYE, INFO, MESSAGE, CANCEL) reach
+//! their dialog here. [`trunk::TrunkDialer`] places the scenarios' outbound
+//! calls through a configured trunk.
+
+mod call;
+mod media;
+mod prompt;
+mod sdp;
+mod trunk;
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, anyhow};
+use rsipstack::dialog::dialog::Dialog;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::headers::ToTypedHeader;
+use rsipstack::sip::{HasHeaders, Header, HeadersExt, Method, StatusCode, Uri};
+use rsipstack::transaction::{
+    Endpoint, EndpointBuilder, TransactionReceiver, transaction::Transaction,
+};
+use rsipstack::transport::TransportLayer;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use tokio_util::sync::CancellationToken;
+
+use call::{Direction, SipCall};
+use media::Rtp;
+use sessionbox_host::bindings::Header as CallHeader;
+use sessionbox_host::capabilities::calls::CallId;
+use sessionbox_host::session::{IncomingCall, SessionError, SessionHandle};
+pub use trunk::{Trunk, TrunkDialer};
+
+/// A SIP listener on UDP and TCP at one address, and the dialogs it holds.
+pub struct SipEndpoint {
+    endpoint: Endpoint,
+    layer: Arc<DialogLayer>,
+    cancel: CancellationToken,
+    /// The address it listens on (both transports).
+    local: SocketAddr,
+    /// The address given to the far end in Contact and SDP.
+    advertised: IpAddr,
+    /// Where calls' RTP sockets go (any free port when None).
+    rtp_ports: Option<RangeInclusive<u16>>,
+    incoming: Mutex<Option<TransactionReceiver>>,
+}
+
+impl SipEndpoint {
+    /// Listens on `listen` (UDP and TCP; port 0 picks one). `advertised` is
+    /// the address peers reach us at; it must be given when `listen` is a
+    /// wildcard address. Calls' RTP takes even ports of `rtp_ports`.
+    pub async fn bind(
+        listen: SocketAddr,
+        advertised: Option<IpAddr>,
+        rtp_ports: Option<RangeInclusive<u16>>,
+    ) -> Result<Arc<SipEndpoint>> {
+        let advertised = match advertised {
+            Some(ip) => ip,
+            None if listen.ip().is_unspecified() => {
+                return Err(anyhow!(
+                    "sip.listen {listen} is a wildcard address: set sip.public_address to the address callers reach"
+                ));
+            }
+            None => listen.ip(),
+        };
+        let cancel = CancellationToken::new();
+        let transports = TransportLayer::new(cancel.clone());
+        let udp = UdpConnection::create_connection(listen, None, Some(cancel.child_token()))
+            .await
+            .with_context(|| format!("sip.listen: binding UDP {listen}"))?;
+        let local = udp
+            .get_addr()
+            .get_socketaddr()
+            .map_err(|e| anyhow!("sip.listen: {e}"))?;
+        // TCP on the same port UDP took (which matters when it was 0).
+        let tcp_at = SocketAddr::new(listen.ip(), local.port());
+        let tcp = TcpListenerConnection::new(tcp_at, None)
+            .await
+            .with_context(|| format!("sip.listen: binding TCP {tcp_at}"))?;
+        transports.add_transport(udp.into());
+        transports.add_transport(tcp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent(concat!("sessionbox/", env!("CARGO_PKG_VERSION")))
+            .with_cancel_token(cancel.clone())
+            .with_transport_layer(transports)
+            .build();
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| anyhow!("sip: {e}"))?;
+        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        Ok(Arc::new(SipEndpoint {
+            endpoint,
+            layer,
+            cancel,
+            local: SocketAddr::new(listen.ip(), local.port()),
+            advertised,
+            rtp_ports,
+            incoming: Mutex::new(Some(incoming)),
+        }))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Our Contact: where the far end sends in-dialog requests.
+    fn contact(&self) -> Uri {
+        let at = SocketAddr::new(self.advertised, self.local.port());
+        Uri::try_from(format!("sip:sessionbox@{at}").as_str()).expect("a valid SIP URI")
+    }
+
+    /// A new RTP socket for a call.
+    fn rtp(&self) -> std::io::Result<Rtp> {
+        Rtp::bind(self.local.ip(), self.advertised, self.rtp_ports.clone())
+    }
+
+    /// Runs the endpoint until [`shutdown`](Self::shutdown): every new
+    /// INVITE goes to `route`, which must answer it one way or the other.
+    pub fn serve(self: &Arc<Self>, route: impl Fn(IncomingInvite) + Send + Sync + 'static) {
+        let Some(mut incoming) = self
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            tracing::error!("the SIP endpoint is already being served");
+            return;
+        };
+        let inner = self.endpoint.inner.clone();
+        tokio::spawn(async move {
+            if let Err(error) = inner.serve().await {
+                tracing::error!("the SIP endpoint stopped: {error}");
+            }
+        });
+        let sip = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(tx) = incoming.recv().await {
+                sip.dispatch(tx, &route);
+            }
+        });
+    }
+
+    fn dispatch(self: &Arc<Self>, mut tx: Transaction, route: &impl Fn(IncomingInvite)) {
+        let has_tag = tx
+            .original
+            .to_header()
+            .and_then(|to| to.tag())
+            .is_ok_and(|tag| tag.is_some());
+        if tx.original.method == Method::Invite && !has_tag {
+            route(IncomingInvite::new(tx, Arc::clone(self)));
+            return;
+        }
+        match self.layer.match_dialog(&tx) {
+            Some(Dialog::Invite(mut dialog)) => {
+                tokio::spawn(async move {
+                    if let Err(error) = dialog.handle(&mut tx).await {
+                        tracing::debug!("SIP {}: {error}", tx.original.method);
+                    }
+                });
+            }
+            _ => {
+                // Keep-alive OPTIONS are welcome; anything else out of a
+                // dialog we hold is not ours.
+                let status = match tx.original.method {
+                    Method::Options => StatusCode::OK,
+                    Method::Ack => return,
+                    Method::Register | Method::Subscribe | Method::Publish => {
+                        StatusCode::MethodNotAllowed
+                    }
+                    _ => StatusCode::CallTransactionDoesNotExist,
+                };
+                tokio::spawn(async move {
+                    let _ = tx.reply(status).await;
+                });
+            }
+        }
+    }
+
+    /// Stops listening. Calls still up end with their sessions.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A new incoming call, not yet given to a session.
+pub struct IncomingInvite {
+    tx: Transaction,
+    sip: Arc<SipEndpoint>,
+    /// The number or SIP user called (the request URI's user).
+    pub number: String,
+    /// The call as the session will see it.
+    pub call: IncomingCall,
+}
+
+impl IncomingInvite {
+    fn new(tx: Transaction, sip: Arc<SipEndpoint>) -> Self {
+        let request = &tx.original;
+        let from = request
+            .from_header()
+            .ok()
+            .and_then(|from| from.typed().ok());
+        let to = request.to_header().ok().and_then(|to| to.typed().ok());
+        let number = request.uri.user().unwrap_or_default().to_owned();
+        let headers = request
+            .headers()
+            .iter()
+            .filter_map(|header| match header {
+                Header::Other(name, value) if name.to_ascii_lowercase().starts_with("x-") => {
+                    Some(CallHeader {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let call = IncomingCall {
+            caller_id: from
+                .as_ref()
+                .and_then(|from| from.uri.user().map(str::to_owned))
+                .unwrap_or_default(),
+            destination: to
+                .as_ref()
+                .and_then(|to| to.uri.user().map(str::to_owned))
+                .unwrap_or_else(|| number.clone()),
+            display_name: from
+                .and_then(|from| from.display_name)
+                .map(|name| name.trim_matches('"').to_owned())
+                .unwrap_or_default(),
+            headers,
+        };
+        IncomingInvite {
+            tx,
+            sip,
+            number,
+            call,
+        }
+    }
+
+    /// Turns the call away with a final response.
+    pub async fn refuse(mut self, code: u16) {
+        if let Err(error) = self.tx.reply(StatusCode::from(code)).await {
+            tracing::debug!("SIP: refusing a call failed: {error}");
+        }
+    }
+
+    /// Gives the call to `session`: CallAlerting is delivered, the caller
+    /// hears ringing, and the call's task carries it from there.
+    pub async fn deliver(mut self, session: &SessionHandle) -> Result<CallId, SessionError> {
+        let sip = Arc::clone(&self.sip);
+        let rtp = match sip.rtp() {
+            Ok(rtp) => rtp,
+            Err(error) => {
+                tracing::error!("SIP: no RTP socket for a call: {error}");
+                self.refuse(500).await;
+                return Err(SessionError::Refused(format!("no RTP socket: {error}")));
+            }
+        };
+        let (states_tx, states) = sip.layer.new_dialog_state_channel();
+        let dialog = match sip.layer.get_or_create_server_invite(
+            &self.tx,
+            states_tx,
+            None,
+            Some(sip.contact()),
+        ) {
+            Ok(dialog) => dialog,
+            Err(error) => {
+                self.refuse(400).await;
+                return Err(SessionError::Refused(format!(
+                    "not a usable INVITE: {error}"
+                )));
+            }
+        };
+        let offer = sdp::parse(self.tx.original.body());
+        let call = SipCall {
+            dialog: dialog.clone(),
+            layer: Arc::clone(&sip.layer),
+            states,
+            rtp,
+            direction: Direction::Incoming(offer),
+        };
+        let connected = session.incoming_call_via(
+            self.call.clone(),
+            Box::new(move |context| Box::new(call.start(context))),
+        );
+        match connected {
+            Ok(id) => {
+                let _ = dialog.ringing(None, None);
+                let mut dialog = dialog;
+                tokio::spawn(async move {
+                    if let Err(error) = dialog.handle(&mut self.tx).await {
+                        tracing::debug!("SIP INVITE: {error}");
+                    }
+                });
+                Ok(id)
+            }
+            Err(error) => {
+                sip.layer.remove_dialog(&dialog.id());
+                let code = if error == SessionError::Busy {
+                    486
+                } else {
+                    480
+                };
+                self.refuse(code).await;
+                Err(error)
+            }
+        }
+    }
+}

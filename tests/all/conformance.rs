@@ -1,0 +1,461 @@
+//! The conformance suite: the example scenarios of every guest language,
+//! end to end, with the same events, the same expected log lines, HTTP
+//! answers and refusals. Every event reaches the scenario with its payload,
+//! in order, and every session ends with a record.
+//!
+//! Adding a language: a `guest-examples/<language>/build.sh` that writes
+//! `target/guests/<language>/<example>.wasm`, and one line in `languages!`
+//! below.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::support::*;
+use sessionbox::bindings::Message;
+use sessionbox::capabilities::websockets::SocketCommand;
+use sessionbox::log::LogSource;
+use sessionbox::session::TerminateCauseName;
+use sessionbox::{
+    EngineConfig, FinishReason, IncomingCall, Limits, Runtime, Scenario, SessionError,
+};
+
+/// One module per language, one test per check of each example it has:
+/// every language has `hello` and `remote_control`.
+macro_rules! languages {
+    ($($language:ident: $dir:literal, $memory_mib:literal MiB, [$($example:ident),* $(,)?];)*) => {
+        $(mod $language {
+            const LANGUAGE: super::Language = super::Language {
+                dir: $dir,
+                memory_mib: $memory_mib,
+            };
+            $(checks_of!($example);)*
+        })*
+    };
+}
+
+/// The checks each example is put through.
+macro_rules! checks_of {
+    (hello) => {
+        checks!(
+            hello_sees_started_first_and_once,
+            hello_sees_calls_and_websockets_in_order,
+            second_load_does_not_compile
+        );
+    };
+    (call_handler) => {
+        checks!(call_handler_answers_plays_hangs_up);
+    };
+    (remote_control) => {
+        checks!(remote_control_answers_json);
+    };
+    (farewell) => {
+        checks!(farewell_makes_one_request_in_terminating);
+    };
+}
+
+macro_rules! checks {
+    ($($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                super::$check(&LANGUAGE).await
+            }
+        )*
+    };
+}
+
+languages! {
+    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell];
+    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell];
+    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell];
+    c: "c", 16 MiB, [hello, call_handler, remote_control];
+}
+
+/// Where a language's examples are, and the memory its runtime needs.
+struct Language {
+    /// Below `target/guests` (Rust's examples are at its top).
+    dir: &'static str,
+    memory_mib: usize,
+}
+
+/// The largest `memory_mib` above: the shared runtime's slot size.
+const MAX_MEMORY_MIB: usize = 32;
+
+impl Language {
+    fn example(&self, name: &str) -> PathBuf {
+        guest_path(&Path::new(self.dir).join(name).to_string_lossy())
+    }
+
+    fn limits(&self, limits: Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory_mib << 20,
+            ..limits
+        }
+    }
+
+    /// Loads an example through the shared runtime: JavaScript and Python
+    /// components take seconds to compile, so each is compiled once (loads
+    /// are serialized, the first writes the disk cache, later ones read it).
+    fn load(&self, name: &str, limits: Limits) -> (&'static Runtime, Arc<Scenario>) {
+        static LOADING: Mutex<()> = Mutex::new(());
+        let runtime = shared_runtime();
+        let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        let scenario = runtime
+            .load_file(&self.example(name), self.limits(limits))
+            .unwrap_or_else(|e| panic!("loading {}: {e:#}", self.example(name).display()));
+        (runtime, scenario)
+    }
+}
+
+/// One runtime for the whole suite, caching compiled components in the
+/// target directory so that later runs of the suite load them in
+/// milliseconds.
+fn shared_runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let config = EngineConfig {
+            max_sessions: 64,
+            max_memory_bytes: MAX_MEMORY_MIB << 20,
+            ..EngineConfig::default()
+        };
+        Runtime::new(config)
+            .expect("creating a runtime")
+            .with_cache(cache_dir())
+    })
+}
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-components")
+}
+
+fn finished_by(cause: TerminateCauseName) -> FinishReason {
+    FinishReason::Terminated { cause }
+}
+
+/// A second process (here: a second runtime with the same disk cache) loads
+/// the compiled form instead of compiling again.
+async fn second_load_does_not_compile(language: &Language) {
+    language.load("hello", Limits::default());
+    let second = Runtime::new(EngineConfig {
+        max_sessions: 1,
+        max_memory_bytes: language.memory_mib << 20,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+    .with_cache(cache_dir());
+    second
+        .load_file(
+            &language.example("hello"),
+            language.limits(Limits::default()),
+        )
+        .unwrap();
+    let stats = second.cache_stats().unwrap();
+    assert_eq!((stats.compiles, stats.hits), (0, 1));
+}
+
+async fn hello_sees_started_first_and_once(language: &Language) {
+    let (runtime, hello) = language.load("hello", Limits::default());
+    let mut watched = start(runtime, &hello, "order-42").await;
+    let id = watched.session.id().to_owned();
+    assert_eq!(id.len(), 32, "128 random bits, hex");
+
+    let response = watched
+        .session
+        .http_request(request("POST", "/orders?x=1", "abc"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"hello POST /orders?x=1");
+    assert!(
+        response
+            .headers
+            .iter()
+            .any(|h| h.name == "content-type" && h.value == "text/plain")
+    );
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+
+    assert_eq!(
+        watched.seen,
+        ["Started", "HttpRequest", "Terminating", "Terminated"]
+    );
+    assert_eq!(record.delivered("Started"), 1);
+    assert_eq!(record.id, id);
+    assert_eq!(record.scenario, "hello");
+    assert!(record.ended_at >= record.started_at);
+    assert_eq!(record.finish_reason, finished_by(TerminateCauseName::Host));
+    assert_eq!(
+        lines(&record, LogSource::Scenario),
+        [
+            format!("started session={id} custom-data=order-42").as_str(),
+            "http-request POST /orders?x=1 body=3",
+            "terminating",
+            "terminated",
+        ]
+    );
+    // WASI stdout reaches the session log, line by line, in order with the
+    // scenario's own log lines.
+    assert_eq!(lines(&record, LogSource::Stdout), ["hello from stdout"]);
+    assert_eq!(record.log.lines[1].source, LogSource::Stdout);
+    assert_eq!(record.capabilities.uses["logger"], 4);
+}
+
+async fn hello_sees_calls_and_websockets_in_order(language: &Language) {
+    let (runtime, hello) = language.load("hello", Limits::default());
+    let mut watched = start(runtime, &hello, "").await;
+    let session = watched.session.clone();
+
+    let call = session
+        .incoming_call(IncomingCall {
+            caller_id: "+15550100".into(),
+            destination: "+15550199".into(),
+            display_name: "Ada".into(),
+            headers: vec![header("X-Account", "7"), header("X-Plan", "pro")],
+        })
+        .unwrap();
+    // One live call: 1 + 3 sockets are allowed, the fifth is refused.
+    let mut sockets = Vec::new();
+    for n in 0..4 {
+        let link = session
+            .open_websocket(format!("/ws/{n}"), vec![])
+            .await
+            .expect("within calls + 3");
+        sockets.push(link);
+    }
+    let refused = session.open_websocket("/ws/4".into(), vec![]).await;
+    let Err(SessionError::Refused(reason)) = refused else {
+        panic!("the fifth socket is refused");
+    };
+    assert!(reason.contains("calls in the session + 3"), "{reason}");
+
+    let first = sockets[0].id;
+    session
+        .websocket_message(first, Message::Text("ping".into()))
+        .unwrap();
+    session
+        .websocket_message(first, Message::Binary(vec![1, 2, 3]))
+        .unwrap();
+    session.websocket_closed(first, 1000, "bye".into()).unwrap();
+    session
+        .remote_failed(call, 487, "Request Terminated")
+        .unwrap();
+    session.terminate().unwrap();
+    let record = watched.finished().await;
+
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "CallAlerting",
+            "WebSocket",
+            "WebSocket",
+            "WebSocket",
+            "WebSocket",
+            "NewWebSocketFailed",
+            "WebSocketMessage",
+            "WebSocketMessage",
+            "WebSocketClosed",
+            "CallFailed",
+            "Terminating",
+            "Terminated",
+        ]
+    );
+    let log = lines(&record, LogSource::Scenario);
+    let ids: Vec<_> = sockets.iter().map(|s| s.id).collect();
+    assert_eq!(
+        log[1..11],
+        [
+            "call-alerting caller=+15550100 destination=+15550199 display-name=Ada headers=2"
+                .to_owned(),
+            format!("websocket /ws/0 id={}", ids[0]),
+            format!("websocket /ws/1 id={}", ids[1]),
+            format!("websocket /ws/2 id={}", ids[2]),
+            format!("websocket /ws/3 id={}", ids[3]),
+            format!("new-websocket-failed {reason}"),
+            format!("websocket-message {first} text=ping"),
+            format!("websocket-message {first} binary=3"),
+            format!("websocket-closed {first} 1000 bye"),
+            format!("call-failed {call} 487 Request Terminated"),
+        ]
+    );
+    let mut sockets = sockets.into_iter();
+    // The first socket got its messages echoed.
+    let mut echoed = sockets.next().unwrap();
+    let command = echoed.commands.recv().await;
+    assert!(
+        matches!(&command, Some(SocketCommand::Send(Message::Text(t))) if t == "echo: ping"),
+        "{command:?}"
+    );
+    let command = echoed.commands.recv().await;
+    assert!(
+        matches!(&command, Some(SocketCommand::Send(Message::Binary(b))) if b == &[1, 2, 3]),
+        "{command:?}"
+    );
+    // The session's other sockets were closed when it began terminating.
+    for mut socket in sockets {
+        let command = socket.commands.recv().await;
+        assert!(
+            matches!(command, Some(SocketCommand::Close { code: 1001, .. })),
+            "{command:?}"
+        );
+    }
+}
+
+/// Answers, plays, hangs up, then idles out.
+async fn call_handler_answers_plays_hangs_up(language: &Language) {
+    let (runtime, scenario) = language.load("call-handler", quick_idle(200));
+    let mut watched = start(runtime, &scenario, "").await;
+    let call = watched
+        .session
+        .incoming_call(IncomingCall {
+            caller_id: "alice".into(),
+            destination: "support".into(),
+            ..IncomingCall::default()
+        })
+        .unwrap();
+    let record = watched.finished().await;
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "CallAlerting",
+            "CallConnected",
+            "CallPlaybackFinished",
+            "CallDisconnected",
+            "Terminating",
+            "Terminated",
+        ]
+    );
+    assert_eq!(
+        record.finish_reason,
+        finished_by(TerminateCauseName::IdleTimeout)
+    );
+    assert_eq!(
+        lines(&record, LogSource::Scenario),
+        [
+            "answering call from alice",
+            "connected",
+            "prompt finished, hanging up",
+            "call ended",
+            "terminating",
+            "terminated",
+        ]
+    );
+    assert_eq!(record.capabilities.uses["calls"], 3, "answer, say, hangup");
+    // The call is over: the far end's tones no longer reach the scenario.
+    assert!(watched.session.remote_tone(call, "5").is_err());
+}
+
+/// Answers JSON and stops on request.
+async fn remote_control_answers_json(language: &Language) {
+    let (runtime, scenario) = language.load("remote-control", Limits::default());
+    let mut watched = start(runtime, &scenario, "first").await;
+    let session = watched.session.clone();
+    let json = |body: &[u8]| -> serde_json::Value { serde_json::from_slice(body).unwrap() };
+
+    let status = session
+        .http_request(request("GET", "/status", ""))
+        .await
+        .unwrap();
+    assert_eq!(status.status, 200);
+    assert_eq!(
+        json(&status.body),
+        serde_json::json!({"session": session.id(), "requests": 1, "custom_data": "first"})
+    );
+    let set = session
+        .http_request(request("POST", "/custom-data", "second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        json(&set.body),
+        serde_json::json!({"custom_data": "second"})
+    );
+    let too_long = session
+        .http_request(request("POST", "/custom-data", &"x".repeat(201)))
+        .await
+        .unwrap();
+    assert_eq!(too_long.status, 400);
+    assert_eq!(
+        json(&too_long.body)["error"],
+        "session refused in running: custom data is limited to 200 bytes (got 201)"
+    );
+    let status = session
+        .http_request(request("GET", "/status", ""))
+        .await
+        .unwrap();
+    assert_eq!(json(&status.body)["custom_data"], "second");
+    assert_eq!(json(&status.body)["requests"], 4);
+    let missing = session
+        .http_request(request("GET", "/nope", ""))
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+
+    let stop = session
+        .http_request(request("POST", "/stop", ""))
+        .await
+        .unwrap();
+    assert_eq!(json(&stop.body), serde_json::json!({"stopping": true}));
+    let record = watched.finished().await;
+    assert_eq!(
+        record.finish_reason,
+        finished_by(TerminateCauseName::Terminate)
+    );
+    assert_eq!(record.delivered("HttpRequest"), 6);
+    assert_eq!(record.capabilities.refused("session"), 1);
+    assert!(matches!(
+        session.http_request(request("GET", "/status", "")).await,
+        Err(SessionError::Finished)
+    ));
+}
+
+/// Exactly one request, and no timer, in Terminating.
+async fn farewell_makes_one_request_in_terminating(language: &Language) {
+    let (url, mut received) = webhook::start().await;
+    // The webhook is on loopback, which apps reach only when allowed.
+    let (runtime, scenario) = language.load("farewell", loopback_allowed());
+    let mut watched = start(runtime, &scenario, &url).await;
+    let id = watched.session.id().to_owned();
+    watched
+        .session
+        .http_request(request("POST", "/stop", ""))
+        .await
+        .unwrap();
+    let record = watched.finished().await;
+
+    let hook = received.recv().await.expect("the webhook was called");
+    assert_eq!(hook.method, "POST");
+    assert_eq!(hook.path, "/hook");
+    assert_eq!(hook.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hook.body).unwrap(),
+        serde_json::json!({"session": id, "event": "terminating"})
+    );
+    assert!(received.try_recv().is_err(), "exactly one request arrived");
+
+    let log = lines(&record, LogSource::Scenario);
+    assert_eq!(log[0], format!("started, webhook={url}"));
+    assert_eq!(
+        log[1],
+        "timer refused: timers refused in terminating: timers ended when the session began terminating"
+    );
+    assert_eq!(log[2], "webhook answered 200");
+    // The error's text is the language's own (Rust's names wasi:http's
+    // `HttpRequestDenied`); the host's count below is the same for all.
+    assert!(log[3].starts_with("second request refused: "), "{}", log[3]);
+    assert_eq!(log[4], "terminated");
+    let host = lines(&record, LogSource::Host);
+    assert!(
+        host.iter().any(|line| line.starts_with(
+            "http refused in terminating: 1 outbound request in terminating is the limit (POST http://127.0.0.1:"
+        )),
+        "the host notes the refusal for the author: {host:?}"
+    );
+    assert_eq!(record.capabilities.uses["http"], 1);
+    assert_eq!(record.capabilities.refusals["http"]["terminating"], 1);
+    assert_eq!(record.capabilities.refusals["timers"]["terminating"], 1);
+    assert_eq!(
+        watched.seen,
+        ["Started", "HttpRequest", "Terminating", "Terminated"]
+    );
+}

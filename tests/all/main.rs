@@ -1,0 +1,18 @@
+//! Sessionbox's integration tests, in one binary (as wasmtime's `tests/all`):
+//! each module runs real guest components through the runtime or the real
+//! server. `cargo test --test all MODULE::` runs one module.
+
+mod support;
+
+mod cli;
+mod conformance;
+mod dispatch;
+mod failures;
+mod hostile;
+mod limits;
+mod operations;
+mod outbound;
+mod phases;
+mod properties;
+mod serve;
+mod sip;

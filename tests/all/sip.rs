@@ -1,0 +1,445 @@
+//! Real calls: `sessionbox serve` with a SIP listener, and sipp as the far
+//! end (scenario files in tests/sip/). The sip-probe guest handles each call
+//! by the number called and logs every call event; each test checks both
+//! sides: sipp's scenario passed (every message it expected came, in order),
+//! and the session's log shows the events the scenario was given.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::sipp::{Sipp, Transport};
+use crate::support::{PATIENCE, guest_path, lines, origin};
+use http_body_util::{BodyExt, Full};
+use hyper::Response;
+use sessionbox::SessionRecord;
+use sessionbox::config::Config;
+use sessionbox::log::LogSource;
+use sessionbox::server::{self, Server};
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast;
+
+const KEY: &str = "sip-test-key";
+/// The node's RTP ports.
+const RTP_LOW: u16 = 41_000;
+const RTP_HIGH: u16 = 41_999;
+/// How long sipp may take over one call.
+const SIPP_LIMIT: Duration = Duration::from_secs(30);
+
+/// A server with a SIP listener on a free port, the sip-probe app taking
+/// every call, and the records of its sessions as they finish.
+struct Node {
+    server: Arc<Server>,
+    sip: SocketAddr,
+    url: String,
+    finished: broadcast::Receiver<Arc<SessionRecord>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// `trunk`: the inside of the `sip.trunk` table, or nothing for no trunk.
+async fn node(trunk: Option<String>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let trunk = trunk
+        .map(|fields| format!("trunk = {{ {fields} }}"))
+        .unwrap_or_default();
+    let config = Config::parse(&format!(
+        r#"
+        [server]
+        database = "{db}"
+        [tenants.t]
+        api_keys = ["{KEY}"]
+        [apps.probe]
+        tenant = "t"
+        scenario = "{probe}"
+        # Short waits so sessions end soon after their calls; the prompt
+        # server is on loopback.
+        limits = {{ idle_timeout = 200, unanswered_call = 1500, http_allow_private = true }}
+        [sip]
+        listen = "127.0.0.1:0"
+        rtp_ports = [{RTP_LOW}, {RTP_HIGH}]
+        routes = [{{ number = "^[a-z]+$", app = "probe" }}]
+        {trunk}
+        "#,
+        db = dir.path().join("history.db").display(),
+        probe = guest_path("sip-probe").display(),
+    ))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = Server::new(config, url.clone()).await.unwrap();
+    let finished = server.finished_sessions();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve(Arc::clone(&server), listener, async {
+        let _ = stopped.await;
+    }));
+    Node {
+        sip: server.sip_addr().expect("a SIP listener"),
+        server,
+        url,
+        finished,
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+impl Node {
+    /// The next session to finish.
+    async fn next_record(&mut self) -> Arc<SessionRecord> {
+        tokio::time::timeout(PATIENCE, self.finished.recv())
+            .await
+            .expect("a session finished in time")
+            .unwrap()
+    }
+
+    /// Places one call from sipp to `number` and waits for both sides: sipp's
+    /// scenario to pass, then the session to finish. Returns the session's
+    /// own log lines.
+    async fn call(&mut self, scenario: &str, number: &str, transport: Transport) -> Vec<String> {
+        let record = self.call_with(scenario, number, transport, &[]).await;
+        scenario_lines(&record)
+    }
+
+    /// The same, with sipp keys; returns the session's record.
+    async fn call_with(
+        &mut self,
+        scenario: &str,
+        number: &str,
+        transport: Transport,
+        keys: &[(&str, String)],
+    ) -> Arc<SessionRecord> {
+        let sipp = Sipp::call(scenario, self.sip, number, transport, keys);
+        if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
+            panic!("sipp {scenario} to {number}: {failure}");
+        }
+        self.next_record().await
+    }
+}
+
+/// What the scenario itself logged.
+fn scenario_lines(record: &SessionRecord) -> Vec<String> {
+    lines(record, LogSource::Scenario)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Places one call from sipp (`scenario` to `number`) to a fresh node and
+/// checks the events the scenario logged after CallAlerting; returns the log.
+async fn call_and_check(
+    scenario: &str,
+    number: &str,
+    transport: Transport,
+    after_alerting: &[&str],
+) -> Vec<String> {
+    let mut node = node(None).await;
+    let log = node.call(scenario, number, transport).await;
+    assert_eq!(log[1..], *after_alerting, "{scenario} to {number}: {log:?}");
+    log
+}
+
+#[tokio::test]
+async fn the_caller_hangs_up() {
+    let events = ["connected 1", "disconnected 1"];
+    let log = call_and_check("uac_caller_hangs_up.xml", "answer", Transport::Udp, &events).await;
+    assert_eq!(
+        log[0], "alerting 1 from=sipp to=answer name=sipp",
+        "caller id, number called and display name from the INVITE"
+    );
+}
+
+#[tokio::test]
+async fn the_scenario_hangs_up_over_tcp() {
+    // sipp expects the BYE.
+    let events = ["connected 1", "disconnected 1"];
+    call_and_check(
+        "uac_scenario_hangs_up.xml",
+        "hangup",
+        Transport::Tcp,
+        &events,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_scenario_rejects_with_486() {
+    // sipp expects exactly 486; the scenario sees nothing after CallAlerting.
+    call_and_check("uac_rejected.xml", "reject", Transport::Udp, &[]).await;
+}
+
+#[tokio::test]
+async fn a_call_cancelled_before_answer_is_disconnected() {
+    // sipp expects 200 to its CANCEL and 487 to its INVITE.
+    call_and_check(
+        "uac_cancel.xml",
+        "ring",
+        Transport::Udp,
+        &["disconnected 1"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unanswered_call_is_ended_after_the_limit() {
+    // sipp expects 480 Temporarily Unavailable.
+    let events = ["failed 1 408 not answered within 1500 ms"];
+    call_and_check("uac_no_answer.xml", "ring", Transport::Udp, &events).await;
+}
+
+#[tokio::test]
+async fn info_messages_go_both_ways() {
+    // sipp checks that the answer is `echo: hello`.
+    let events = ["connected 1", "message 1 hello", "disconnected 1"];
+    call_and_check("uac_info.xml", "answer", Transport::Udp, &events).await;
+}
+
+#[tokio::test]
+async fn an_in_call_message_is_a_message_too() {
+    let events = ["connected 1", "message 1 hi there", "disconnected 1"];
+    call_and_check("uac_message.xml", "answer", Transport::Tcp, &events).await;
+}
+
+#[tokio::test]
+async fn dtmf_over_info_is_a_tone() {
+    // sipp checks that the answer is `tone: 5`.
+    let events = ["connected 1", "tone 1 5", "disconnected 1"];
+    call_and_check("uac_dtmf_info.xml", "answer", Transport::Udp, &events).await;
+}
+
+#[tokio::test]
+async fn dtmf_over_rtp_is_a_tone() {
+    // sipp sends key 5 as RFC 4733 events and checks the answer `tone: 5`;
+    // the repeats of the event are one key press.
+    let events = ["connected 1", "tone 1 5", "disconnected 1"];
+    call_and_check("uac_dtmf_rtp.xml", "answer", Transport::Udp, &events).await;
+}
+
+#[tokio::test]
+async fn a_scenario_that_fails_takes_its_calls_down_with_it() {
+    let mut node = node(None).await;
+    // The scenario spins once connected; the compute limit ends the session,
+    // and sipp expects the BYE that ends the call.
+    let record = node
+        .call_with("uac_scenario_hangs_up.xml", "spin", Transport::Udp, &[])
+        .await;
+    assert_eq!(record.finish_reason.label(), "compute_limit");
+    assert_eq!(scenario_lines(&record)[1..], ["connected 1"]);
+}
+
+/// A WAV of one second of a 440 Hz tone: 8 kHz, mono, 16-bit PCM.
+fn one_second_wav() -> Vec<u8> {
+    let samples: Vec<u8> = (0..8000)
+        .map(|n| ((n as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16)
+        .flat_map(i16::to_le_bytes)
+        .collect();
+    let mut wav = b"RIFF".to_vec();
+    wav.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&8000u32.to_le_bytes());
+    wav.extend_from_slice(&16000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&samples);
+    wav
+}
+
+#[tokio::test]
+async fn a_played_prompt_arrives_as_rtp_in_order() {
+    let prompts = origin::serve(|_| async {
+        Response::new(
+            Full::new(one_second_wav().into())
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+    })
+    .await;
+    // The caller's media socket: sipp offers it in its SDP.
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let counting = tokio::spawn(async move {
+        let mut packets = Vec::new();
+        let mut buffer = [0u8; 1500];
+        // 50 packets of 20 ms make one second; more would be wrong.
+        while let Ok(Ok((length, from))) =
+            tokio::time::timeout(Duration::from_secs(3), media.recv_from(&mut buffer)).await
+        {
+            let port = from.port();
+            assert!(
+                (RTP_LOW..=RTP_HIGH).contains(&port) && port % 2 == 0,
+                "RTP from an even port of rtp_ports, not {port}"
+            );
+            packets.push(buffer[..length].to_vec());
+        }
+        packets
+    });
+    let mut node = node(None).await;
+    let keys = [
+        ("rtp_port", port.to_string()),
+        ("prompt_url", format!("{prompts}/welcome.wav")),
+    ];
+    let record = node
+        .call_with("uac_play.xml", "play", Transport::Udp, &keys)
+        .await;
+    let log = scenario_lines(&record);
+    assert_eq!(
+        log[1],
+        format!("header 1 X-Prompt: {prompts}/welcome.wav"),
+        "the INVITE's X- headers reach the scenario"
+    );
+    assert_eq!(
+        log[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+        "{log:?}"
+    );
+    let packets = counting.await.unwrap();
+    assert_eq!(packets.len(), 50, "one second is 50 packets of 20 ms");
+    for (index, pair) in packets.windows(2).enumerate() {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert_eq!(b.len(), 12 + 160);
+        assert_eq!(b[1] & 0x7F, 0, "PCMU, sipp's first choice");
+        let sequence = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+        let timestamp = |p: &[u8]| u32::from_be_bytes(p[4..8].try_into().unwrap());
+        assert_eq!(sequence(b), sequence(a).wrapping_add(1), "packet {index}");
+        assert_eq!(
+            timestamp(b),
+            timestamp(a).wrapping_add(160),
+            "packet {index}"
+        );
+        assert_eq!(a[8..12], b[8..12], "one SSRC");
+    }
+    assert!(packets[0][1] & 0x80 != 0, "the marker starts the prompt");
+}
+
+#[tokio::test]
+async fn a_prompt_that_cannot_be_played_is_reported_and_the_call_goes_on() {
+    let mut node = node(None).await;
+    // Port 9 (discard) on loopback: nothing listens there.
+    let prompt = "http://127.0.0.1:9/welcome.wav";
+    let keys = [("prompt_url", prompt.to_owned())];
+    let record = node
+        .call_with("uac_play.xml", "play", Transport::Udp, &keys)
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+    );
+    let notes = lines(&record, LogSource::Host);
+    assert!(
+        notes
+            .iter()
+            .any(|note| note.starts_with(&format!("call 1: play: GET {prompt}: "))),
+        "the log says why: {notes:?}"
+    );
+}
+
+/// Starts a session that dials `number` through a trunk that is `callee`
+/// (`trunk` adds fields to the trunk's table); waits for sipp's scenario to
+/// pass and the session to finish, and returns the session's log with the
+/// call's id.
+async fn dial(callee: Sipp, trunk: &str, number: &str) -> (String, Vec<String>) {
+    let mut fields = format!("address = \"{}\"", callee.local_addr());
+    if !trunk.is_empty() {
+        fields = format!("{fields}, {trunk}");
+    }
+    let mut node = node(Some(fields)).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/apps/probe/sessions", node.url))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({ "custom_data": format!("dial {number}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    if let Err(failure) = callee.finish(SIPP_LIMIT).await {
+        panic!("sipp as the callee: {failure}");
+    }
+    let record = node.next_record().await;
+    let log = scenario_lines(&record);
+    let call = log[0]
+        .strip_prefix("dialed ")
+        .unwrap_or_else(|| panic!("dialed first: {log:?}"))
+        .to_owned();
+    (call, log)
+}
+
+#[tokio::test]
+async fn an_outbound_call_reaches_the_trunk_and_is_hung_up() {
+    let (call, log) = dial(Sipp::answer("uas_answer.xml", 0), "", "uas").await;
+    assert_eq!(
+        log[1..],
+        [format!("connected {call}"), format!("disconnected {call}")],
+    );
+}
+
+#[tokio::test]
+async fn an_outbound_call_answers_the_trunks_digest_challenge() {
+    // sipp challenges with 401 and answers only the right credentials.
+    let credentials = r#"username = "trunk-user", password = "trunk-secret""#;
+    let (call, log) = dial(Sipp::answer("uas_auth_answer.xml", 0), credentials, "555").await;
+    assert_eq!(
+        log[1..],
+        [format!("connected {call}"), format!("disconnected {call}")],
+    );
+}
+
+#[tokio::test]
+async fn an_outbound_call_turned_down_fails_with_its_code() {
+    // sipp answers 486 and expects the ACK.
+    let (call, log) = dial(Sipp::answer("uas_busy.xml", 0), "", "555").await;
+    assert_eq!(log[1..], [format!("failed {call} 486 Busy Here")]);
+}
+
+#[tokio::test]
+async fn an_outbound_call_nobody_answers_is_cancelled() {
+    // sipp rings, then expects the CANCEL (and the ACK of its 487).
+    let (call, log) = dial(Sipp::answer("uas_ring.xml", 0), "", "555").await;
+    assert_eq!(
+        log[1..],
+        [format!("failed {call} 408 not answered within 1500 ms")],
+    );
+}
+
+#[tokio::test]
+async fn without_a_trunk_dial_is_refused_and_unknown_numbers_get_404() {
+    let node = node(None).await;
+    let mut finished = node.server.finished_sessions();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/apps/probe/sessions", node.url))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({ "custom_data": "dial 555" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let record = tokio::time::timeout(PATIENCE, finished.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        lines(&record, LogSource::Scenario),
+        ["dial refused: calls refused in running: this node has no SIP trunk for outbound calls"]
+    );
+    // No route takes a number of digits: sipp expects 404.
+    Sipp::call("uac_unrouted.xml", node.sip, "12345", Transport::Udp, &[])
+        .finish(SIPP_LIMIT)
+        .await
+        .unwrap_or_else(|failure| panic!("sipp: {failure}"));
+    let metrics = node.server.runtime().metrics().render();
+    assert!(
+        metrics.contains("sessionbox_sip_invites_total{outcome=\"no_route\"} 1"),
+        "{metrics}"
+    );
+}
