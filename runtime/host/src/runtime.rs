@@ -67,6 +67,19 @@ pub struct StartOptions {
     pub shared: Option<Arc<SharedLimits>>,
 }
 
+/// Whether `custom_data` fits the scenario's limit: checked by
+/// [`Runtime::start`], and ahead of it by callers with work to do before a
+/// start (the server's history commit).
+pub fn check_custom_data(custom_data: &str, limits: &Limits) -> Result<(), StartError> {
+    if custom_data.len() > limits.custom_data_bytes {
+        return Err(StartError::CustomDataTooLong {
+            bytes: custom_data.len(),
+            limit: limits.custom_data_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Why a session could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -232,12 +245,7 @@ impl Runtime {
         options: StartOptions,
     ) -> Result<SessionHandle, StartError> {
         let limits = Arc::clone(&scenario.limits);
-        if options.custom_data.len() > limits.custom_data_bytes {
-            return Err(StartError::CustomDataTooLong {
-                bytes: options.custom_data.len(),
-                limit: limits.custom_data_bytes,
-            });
-        }
+        check_custom_data(&options.custom_data, &limits)?;
         let permit = Arc::clone(&self.capacity)
             .try_acquire_owned()
             .map_err(|_| StartError::AtCapacity {

@@ -147,7 +147,12 @@ enum Write {
         /// so a reader never finds the session in neither place).
         then: Box<dyn FnOnce() + Send>,
     },
-    Forget(String),
+    /// A session that never ran; `forgotten` hears once its row is gone,
+    /// or once its removal is held for want of a disk.
+    Forget {
+        id: String,
+        forgotten: Option<tokio::sync::oneshot::Sender<()>>,
+    },
     /// Runs once everything before it is committed and has had its
     /// consequences.
     Flush(Box<dyn FnOnce() + Send>),
@@ -300,9 +305,17 @@ impl Storage {
         });
     }
 
-    /// Removes a session that never ran (it failed to start).
-    pub fn forget(&self, id: &str) {
-        self.send(Write::Forget(id.to_owned()));
+    /// Removes a session that never ran (it failed to start). The receiver
+    /// hears once the row is gone, so that a refused start is answered
+    /// only when no reader can find it; or, while the disk fails, once the
+    /// removal is held (the row then reads as `live` until it is written).
+    pub fn forget(&self, id: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (forgotten, outcome) = tokio::sync::oneshot::channel();
+        self.send(Write::Forget {
+            id: id.to_owned(),
+            forgotten: Some(forgotten),
+        });
+        outcome
     }
 
     /// Waits until everything sent so far is committed.
@@ -541,6 +554,15 @@ impl Writer {
                             Write::Started { committed, .. } => {
                                 refused.push((committed, format!("{error:#}")));
                             }
+                            Write::Forget { id, forgotten } => {
+                                if let Some(forgotten) = forgotten {
+                                    let _ = forgotten.send(());
+                                }
+                                self.held.push(Write::Forget {
+                                    id,
+                                    forgotten: None,
+                                });
+                            }
                             write => self.held.push(write),
                         }
                     }
@@ -619,7 +641,11 @@ fn consequences(batch: Vec<Write>) {
                 let _ = committed.send(Ok(()));
             }
             Write::Finished { then, .. } => then(),
-            Write::Forget(_) => {}
+            Write::Forget { forgotten, .. } => {
+                if let Some(forgotten) = forgotten {
+                    let _ = forgotten.send(());
+                }
+            }
             Write::Flush(done) => flushes.push(done),
             #[cfg(test)]
             Write::Configure(_) => unreachable!("applied before the batch"),
@@ -701,7 +727,7 @@ fn apply(db: &mut Connection, batch: &[Write]) -> Result<()> {
                     ])?;
                 }
             }
-            Write::Forget(id) => {
+            Write::Forget { id, .. } => {
                 tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                     .execute([id])?;
             }

@@ -28,7 +28,9 @@ use error::ApiError;
 use sessionbox_host::cache::{ComponentCache, content_hash};
 use sessionbox_host::engine::EngineConfig;
 use sessionbox_host::metrics::QuotaLabels;
-use sessionbox_host::runtime::{Runtime, StartError, StartOptions, new_session_id, random_token};
+use sessionbox_host::runtime::{
+    Runtime, StartError, StartOptions, check_custom_data, new_session_id, random_token,
+};
 use sessionbox_host::scenario::Scenario;
 use sessionbox_host::session::SessionHandle;
 
@@ -303,6 +305,8 @@ impl Server {
         app: &App,
         custom_data: String,
     ) -> Result<Started, ApiError> {
+        // A refusal that needs no disk comes before the history commit.
+        check_custom_data(&custom_data, app.scenario.limits()).map_err(api::start_error)?;
         if let Err(refused) = self.quotas.admit(&app.tenant) {
             return Err(self.quota_refusal(&app.tenant, refused.quota, refused.reason));
         }
@@ -366,10 +370,11 @@ impl Server {
         let handle = match self.runtime.start(&app.scenario, options).await {
             Ok(handle) => handle,
             Err(error) => {
-                // Never ran: nothing to keep.
+                // Never ran: nothing to keep, and nothing a reader can find
+                // by the time the refusal is answered.
                 self.retire(&id);
                 self.quotas.release(&app.tenant);
-                self.storage.forget(&id);
+                let _ = self.storage.forget(&id).await;
                 if let StartError::SharedMemoryFull { limit_bytes } = error {
                     let reason = format!(
                         "tenant {}'s sessions use its guest memory quota ({} KiB)",
