@@ -1,4 +1,5 @@
-//! Host bindings for the `scenario` world in `wit/`.
+//! Host bindings for the `scenario` world in `wit/`, and the host side of
+//! the guest's resources.
 //!
 //! Imports are synchronous (every host function answers at once; anything
 //! that takes time, like a call being answered, comes back later as an event)
@@ -12,8 +13,8 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
     exports: { default: async },
     with: {
-        "sessionbox:scenario/calls.call": crate::capabilities::calls::CallHandle,
-        "sessionbox:scenario/websockets.websocket": crate::capabilities::websockets::SocketHandle,
+        "sessionbox:scenario/calls.call": crate::bindings::CallHandle,
+        "sessionbox:scenario/websockets.websocket": crate::bindings::SocketHandle,
     },
 });
 
@@ -23,3 +24,20 @@ pub use self::exports::sessionbox::scenario::app_events::{
 };
 pub use self::sessionbox::scenario::types::{Capability, Header, Phase, Refusal};
 pub use self::sessionbox::scenario::websockets::Message;
+
+/// Names a call within its session.
+pub type CallId = u32;
+/// Names a WebSocket within its session.
+pub type SocketId = u32;
+/// Names a timer within its session.
+pub type TimerId = u32;
+
+/// The host side of a guest's `call` resource.
+pub struct CallHandle {
+    pub id: CallId,
+}
+
+/// The host side of a guest's `websocket` resource.
+pub struct SocketHandle {
+    pub id: SocketId,
+}

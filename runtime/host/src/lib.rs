@@ -22,11 +22,14 @@
 //! ```
 
 pub mod bindings;
+mod budget;
 pub mod cache;
 pub mod capabilities;
 pub mod cpu;
 pub mod deadline;
+pub mod destination;
 pub mod engine;
+pub mod guest;
 pub mod limits;
 pub mod log;
 pub mod metrics;
@@ -34,6 +37,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod session;
 pub mod shared_limits;
+mod store;
 pub mod telephony;
 
 pub use cpu::TenantCpu;
@@ -41,5 +45,6 @@ pub use engine::EngineConfig;
 pub use limits::Limits;
 pub use runtime::{Runtime, StartError, StartOptions};
 pub use scenario::Scenario;
-pub use session::{FinishReason, IncomingCall, Notice, SessionError, SessionHandle, SessionRecord};
+pub use session::{FinishReason, Notice, SessionError, SessionHandle, SessionRecord};
 pub use shared_limits::SharedLimits;
+pub use telephony::IncomingCall;

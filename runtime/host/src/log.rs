@@ -1,14 +1,16 @@
 //! The session log: what the scenario wrote with `logger.write`, what it
 //! printed to stdout and stderr, and the host's own notes (refusals, the
 //! finish reason). One log per session, shared by the logger capability and
-//! the WASI output streams, and streamed to the session's observer as it grows.
+//! the WASI output streams, and passed on line by line as it grows (to the
+//! session's observer).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::session::{Notice, Observer};
+/// Hears of each line as it is added.
+pub type LineSink = Box<dyn Fn(&LogLine) + Send + Sync>;
 
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,7 +76,7 @@ struct LogState {
     budget_bytes: usize,
     /// Refusals noted so far (see `note_refusal`).
     refusals_noted: u32,
-    observer: Option<Observer>,
+    on_line: Option<LineSink>,
 }
 
 impl SessionLog {
@@ -82,7 +84,7 @@ impl SessionLog {
         started: Instant,
         line_chars: usize,
         budget_bytes: usize,
-        observer: Option<Observer>,
+        on_line: Option<LineSink>,
     ) -> Self {
         SessionLog(Arc::new(Mutex::new(LogState {
             started,
@@ -91,7 +93,7 @@ impl SessionLog {
             line_chars,
             budget_bytes,
             refusals_noted: 0,
-            observer,
+            on_line,
         })))
     }
 
@@ -109,9 +111,8 @@ impl SessionLog {
             source,
             text,
         };
-        if let Some(observer) = &state.observer {
-            // The observer may have gone away; the log itself is what counts.
-            let _ = observer.send(Notice::Log(line.clone()));
+        if let Some(on_line) = &state.on_line {
+            on_line(&line);
         }
         state.contents.lines.push(line);
     }

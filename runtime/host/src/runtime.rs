@@ -7,28 +7,27 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use tokio::sync::{Semaphore, watch};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 
-use crate::bindings::{Phase, Scenario as ScenarioBindings};
+use crate::budget::{Budget, MemoryLimit};
 use crate::cache::{CacheStats, ComponentCache, content_hash};
-use crate::capabilities::calls::{Calls, LiveCalls};
-use crate::capabilities::http::HttpState;
-use crate::capabilities::http::destination::HostRule;
-use crate::capabilities::session::SessionInfo;
-use crate::capabilities::wasi::WasiState;
-use crate::capabilities::{Meter, SessionState};
+use crate::capabilities::calls::LiveCalls;
+use crate::capabilities::{Ledger, SessionContext};
 use crate::cpu::DEFAULT_WEIGHT;
 use crate::cpu::{EpochClock, FIRST_SLICE_TICKS, Lanes, TenantCpu};
+use crate::destination::HostRule;
 use crate::engine::{EngineConfig, EpochTicker, build_engine};
 use crate::limits::Limits;
 use crate::log::SessionLog;
 use crate::metrics::Metrics;
 use crate::scenario::{Scenario, check_bytes, one_line, prelink};
-use crate::session::budget::{self, Budget, MemoryLimit};
-use crate::session::{Core, Driver, EventSink, Mailbox, Observer, SessionHandle};
+use crate::session::{
+    Core, Driver, EventSink, FinishHook, Mailbox, Observer, SessionHandle, log_lines_to,
+};
 use crate::shared_limits::SharedLimits;
-use crate::telephony::{Dialer, InProcessDialer};
+use crate::store::{self, SessionState};
+use crate::telephony::{CallEvents, Dialer, InProcessDialer};
 
 pub struct Runtime {
     engine: Engine,
@@ -45,9 +44,6 @@ pub struct Runtime {
     default_cpu: Arc<TenantCpu>,
     _ticker: EpochTicker,
 }
-
-/// Called once with a session's record when it finishes.
-pub type FinishHook = Box<dyn FnOnce(Arc<crate::session::SessionRecord>) + Send>;
 
 /// How a session starts.
 #[derive(Default)]
@@ -125,10 +121,7 @@ impl std::error::Error for StartError {}
 impl Runtime {
     pub fn new(config: EngineConfig) -> Result<Self> {
         let engine = build_engine(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        ScenarioBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        let linker = store::linker(&engine)?;
         let metrics = Arc::<Metrics>::default();
         let clock = Arc::new(EpochClock::new(config.epoch_tick));
         let lanes = Arc::new(Lanes::new(
@@ -257,59 +250,42 @@ impl Runtime {
             Instant::now(),
             limits.log_line_chars,
             limits.log_bytes,
-            options.observer.clone(),
+            options.observer.clone().map(log_lines_to),
         );
         let mailbox = Arc::new(Mailbox::new(limits.queued_events));
-        let events = EventSink(Arc::downgrade(&mailbox));
-        let handle_log = log.clone();
+        let call_events: Arc<dyn CallEvents> = Arc::new(EventSink(Arc::downgrade(&mailbox)));
         let live_calls = Arc::new(LiveCalls::default());
         let cpu = options
             .shared
             .as_ref()
             .map_or(&self.default_cpu, |s| s.cpu());
         let lane = self.lanes.cell(Arc::clone(cpu));
+        let context = SessionContext {
+            id: &id,
+            access_url: &options.access_url,
+            custom_data: &options.custom_data,
+            limits: &limits,
+            http_rules: &scenario.http_rules,
+            log: &log,
+            ledger: &Ledger::new(log.clone(), Arc::clone(&self.metrics)),
+            metrics: &self.metrics,
+            shared: options.shared.as_ref(),
+            dialer: &self.dialer,
+            call_events: &call_events,
+            live_calls: &live_calls,
+        };
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resources);
-        let state = SessionState {
-            table,
-            meter: Meter::default(),
-            session: SessionInfo {
-                id: id.clone(),
-                access_url: options.access_url,
-                custom_data: options.custom_data.clone(),
-                phase: Phase::Running,
-                terminate_requested: false,
-            },
-            timers: Default::default(),
-            calls: Calls::new(
-                Arc::clone(&self.dialer),
-                Arc::clone(&live_calls),
-                events.clone(),
-                Arc::clone(&limits),
-            ),
-            sockets: Default::default(),
-            http: HttpState::new(
-                Arc::clone(&limits),
-                Arc::clone(&scenario.http_rules),
-                log.clone(),
-                Arc::clone(&self.metrics),
-                options.shared.as_ref().map(|s| Arc::clone(s.http_turns())),
-            ),
-            wasi: WasiState::new(&log),
-            budget: Budget::new(
-                limits.handler_compute,
-                Arc::clone(&lane),
-                limits.memory_bytes,
-                options.shared.clone(),
-                Arc::clone(&self.metrics),
-            ),
-            metrics: Arc::clone(&self.metrics),
-            log,
-            limits: Arc::clone(&limits),
-        };
+        let budget = Budget::new(
+            limits.handler_compute,
+            Arc::clone(&lane),
+            limits.memory_bytes,
+            options.shared.clone(),
+            Arc::clone(&self.metrics),
+        );
+        let state = SessionState::new(&context, table, budget);
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.budget);
-        store.epoch_deadline_callback(budget::on_epoch_tick);
+        SessionState::install_budget(&mut store);
         store.set_epoch_deadline(FIRST_SLICE_TICKS);
         // A component's start functions are guest code like any handler's.
         let pre = scenario.pre.clone();
@@ -339,14 +315,7 @@ impl Runtime {
             finished: finished_tx,
             capacity: permit,
         };
-        let handle = SessionHandle::new(
-            id,
-            mailbox,
-            handle_log,
-            finished,
-            live_calls,
-            Arc::clone(&lane),
-        );
+        let handle = SessionHandle::new(id, mailbox, log, finished, live_calls, Arc::clone(&lane));
         tokio::spawn(lane.laned(driver.run(core, options.custom_data)));
         Ok(handle)
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::bindings::ScenarioPre;
-use crate::capabilities::SessionState;
-use crate::capabilities::http::destination::HostRule;
+use crate::destination::HostRule;
 use crate::limits::Limits;
+use crate::store::SessionState;
 
 /// The largest component Sessionbox loads. Python components are ~18 MB.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;

@@ -11,12 +11,10 @@
 
 use std::sync::Arc;
 
-use crate::bindings::Header;
-use crate::capabilities::calls::CallId;
-use crate::capabilities::http::destination::HostRule;
+use crate::bindings::{CallId, Header};
+use crate::destination::HostRule;
 use crate::limits::Limits;
 use crate::log::{LogSource, SessionLog};
-use crate::session::{Event, EventSink};
 
 /// A signalling-level action on a call, as the scenario asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +36,41 @@ pub enum CallAction {
     },
 }
 
+/// What the far end of a call reports: each becomes a call event for the
+/// scenario, if the call is in a state that expects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    Connected,
+    /// A connected call ended, or an incoming one was given up by its caller.
+    Disconnected,
+    /// The call ended without connecting; `code` is the SIP status.
+    Failed {
+        code: u16,
+        reason: String,
+    },
+    Message(String),
+    Tone(String),
+    PlaybackFinished,
+}
+
+/// Where a call's far end sends its [`CallEvent`]s: the session's queue.
+pub trait CallEvents: Send + Sync + 'static {
+    fn send(&self, call: CallId, event: CallEvent);
+}
+
 /// The far end of one call. Dropping it (the session ended, however it
 /// ended) must end the call.
 pub trait CallLink: Send + Sync + 'static {
     fn act(&self, action: CallAction);
+}
+
+/// An incoming call as the telephony side presents it.
+#[derive(Debug, Clone, Default)]
+pub struct IncomingCall {
+    pub caller_id: String,
+    pub destination: String,
+    pub display_name: String,
+    pub headers: Vec<Header>,
 }
 
 /// Connects an incoming call's far end once the session has taken the call
@@ -53,7 +82,7 @@ pub type ConnectCall = Box<dyn FnOnce(CallContext) -> Box<dyn CallLink> + Send>;
 #[derive(Clone)]
 pub struct CallContext {
     pub call: CallId,
-    events: EventSink,
+    events: Arc<dyn CallEvents>,
     log: SessionLog,
     pub limits: Arc<Limits>,
     pub http_rules: Arc<[HostRule]>,
@@ -62,7 +91,7 @@ pub struct CallContext {
 impl CallContext {
     pub(crate) fn new(
         call: CallId,
-        events: EventSink,
+        events: Arc<dyn CallEvents>,
         log: SessionLog,
         limits: Arc<Limits>,
         http_rules: Arc<[HostRule]>,
@@ -76,44 +105,35 @@ impl CallContext {
         }
     }
 
+    fn send(&self, event: CallEvent) {
+        self.events.send(self.call, event);
+    }
+
     pub fn connected(&self) {
-        self.events
-            .send_from_host(Event::CallConnected { call: self.call });
+        self.send(CallEvent::Connected);
     }
 
     /// A connected call ended, or an incoming one was given up by its caller.
     pub fn disconnected(&self) {
-        self.events
-            .send_from_host(Event::CallDisconnected { call: self.call });
+        self.send(CallEvent::Disconnected);
     }
 
     /// The call ended without connecting; `code` is the SIP status.
     pub fn failed(&self, code: u16, reason: impl Into<String>) {
         let reason = reason.into();
-        self.events.send_from_host(Event::CallFailed {
-            call: self.call,
-            code,
-            reason,
-        });
+        self.send(CallEvent::Failed { code, reason });
     }
 
     pub fn message(&self, text: String) {
-        self.events.send_from_host(Event::CallMessageReceived {
-            call: self.call,
-            text,
-        });
+        self.send(CallEvent::Message(text));
     }
 
     pub fn tone(&self, tone: String) {
-        self.events.send_from_host(Event::CallToneReceived {
-            call: self.call,
-            tone,
-        });
+        self.send(CallEvent::Tone(tone));
     }
 
     pub fn playback_finished(&self) {
-        self.events
-            .send_from_host(Event::CallPlaybackFinished { call: self.call });
+        self.send(CallEvent::PlaybackFinished);
     }
 
     /// A line in the session log from the host about this call (e.g. why a

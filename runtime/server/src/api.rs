@@ -21,10 +21,11 @@ use tower::{Service, ServiceExt};
 use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiResult};
 use crate::history::{SessionFilter, unix_ms};
 use crate::{Server, access};
+use sessionbox_host::IncomingCall;
 use sessionbox_host::bindings::Header;
 use sessionbox_host::runtime::StartError;
 use sessionbox_host::scenario::MAX_COMPONENT_BYTES;
-use sessionbox_host::session::{IncomingCall, SessionError};
+use sessionbox_host::session::SessionError;
 
 /// What `serve` answers with. Access URLs go straight to
 /// [`access::deliver`]: they are the data plane, one request per event, and

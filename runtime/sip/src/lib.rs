@@ -33,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use call::{Direction, SipCall};
 use media::Rtp;
+use sessionbox_host::bindings::CallId;
 use sessionbox_host::bindings::Header as CallHeader;
-use sessionbox_host::capabilities::calls::CallId;
-use sessionbox_host::session::{IncomingCall, SessionError, SessionHandle};
+use sessionbox_host::session::{SessionError, SessionHandle};
+use sessionbox_host::telephony::IncomingCall;
 pub use trunk::{Trunk, TrunkDialer};
 
 /// A SIP listener on UDP and TCP at one address, and the dialogs it holds.

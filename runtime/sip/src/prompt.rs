@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::sdp::Codec;
-use sessionbox_host::capabilities::http::destination;
+use sessionbox_host::destination;
 use sessionbox_host::telephony::CallContext;
 
 /// A prompt's audio: 8 kHz mono linear samples.

@@ -114,8 +114,8 @@ impl Bare {
 /// The others get functions that fail if called, and the host's resource
 /// types (the exports' types name them).
 fn stub_host_interfaces(engine: &Engine, component: &Component, linker: &mut Linker<BareState>) {
-    use sessionbox::capabilities::calls::CallHandle;
-    use sessionbox::capabilities::websockets::SocketHandle;
+    use sessionbox::bindings::CallHandle;
+    use sessionbox::bindings::SocketHandle;
     use wasmtime::component::ResourceType;
     use wasmtime::component::types::ComponentItem;
 

@@ -2,35 +2,38 @@
 //!
 //! The host keeps each call's state; the guest holds `call` resources that
 //! name a call by id. Actions go to the call's [`CallLink`] (its far end),
-//! whose outcomes come back as events; the state moves when those events are
-//! delivered, so the scenario never sees a state its events have not told it
-//! about.
+//! whose outcomes come back as [`CallEvent`]s; this capability admits each
+//! (an event the call's state does not expect is dropped) and moves the
+//! state as it is delivered, so the scenario never sees a state its events
+//! have not told it about. Only while running: Terminating ends every call.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
-use super::{SessionState, running_only};
+use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::calls::{self, CallState, DialOptions};
-use crate::bindings::{Capability, Refusal};
+use crate::bindings::{CallAlertingEvent, CallHandle, CallId, Capability, Refusal};
+use crate::destination::HostRule;
+use crate::guest::GuestCall;
 use crate::limits::Limits;
-use crate::session::EventSink;
-use crate::telephony::{CallAction, CallContext, CallLink, DialRequest, Dialer};
+use crate::log::SessionLog;
+use crate::telephony::{
+    CallAction, CallContext, CallEvent, CallEvents, CallLink, ConnectCall, DialRequest, Dialer,
+    IncomingCall,
+};
 
-pub type CallId = u32;
-
-/// The host side of a guest's `call` resource.
-pub struct CallHandle {
-    pub id: CallId,
-}
+const PHASES: Phases = Phases::Running {
+    in_terminating: "calls ended when the session began terminating",
+};
 
 /// The ids of a session's calls that are not over. Shared by the session's
 /// handle, which turns away the far end's actions on any other id, and the
 /// calls capability, which knows when a call ends.
 #[derive(Default)]
-pub(crate) struct LiveCalls(Mutex<BTreeSet<CallId>>);
+pub struct LiveCalls(Mutex<BTreeSet<CallId>>);
 
 impl LiveCalls {
     fn ids(&self) -> MutexGuard<'_, BTreeSet<CallId>> {
@@ -51,13 +54,15 @@ impl LiveCalls {
     }
 }
 
-pub(crate) struct Calls {
+pub struct Calls {
     dialer: Arc<dyn Dialer>,
+    /// What each call's far end reports back with.
+    events: Arc<dyn CallEvents>,
+    log: SessionLog,
+    limits: Arc<Limits>,
+    http_rules: Arc<[HostRule]>,
     /// The same calls, as the session's handle sees them.
     live: Arc<LiveCalls>,
-    /// Where each call's far end sends its outcomes.
-    events: EventSink,
-    limits: Arc<Limits>,
     legs: BTreeMap<CallId, Leg>,
     attempts: usize,
     /// Ids of outbound calls; incoming calls are numbered by the session
@@ -95,40 +100,100 @@ impl LegState {
 }
 
 impl Calls {
-    pub fn new(
-        dialer: Arc<dyn Dialer>,
-        live: Arc<LiveCalls>,
-        events: EventSink,
-        limits: Arc<Limits>,
-    ) -> Self {
-        Calls {
-            dialer,
-            live,
-            events,
-            limits,
-            legs: BTreeMap::new(),
-            attempts: 0,
-            next_outbound: CallId::MAX,
-        }
+    /// Calls that are alerting, being answered or connected.
+    pub fn live(&self) -> usize {
+        self.legs.values().filter(|leg| leg.state.is_live()).count()
     }
 
-    /// Admits an incoming call, or rejects it (403, as VoxEngine does) and
-    /// says why: the call-attempt limit, or the limit of calls ringing at
-    /// once.
-    pub fn admit(&mut self, call: CallId, link: Box<dyn CallLink>) -> Result<(), String> {
+    /// The unanswered call (incoming or outbound) that has waited longest,
+    /// and when it must be dropped.
+    pub fn next_unanswered(&self) -> Option<(Instant, CallId)> {
+        let limit = self.limits.unanswered_call;
+        self.legs
+            .iter()
+            .filter(|(_, leg)| matches!(leg.state, LegState::Alerting | LegState::Dialing))
+            .map(|(&id, leg)| (leg.alerting_since + limit, id))
+            .min()
+    }
+
+    /// An incoming call reached the session: CallAlerting, with a handle
+    /// for the scenario; or, past the call limits, a 403 to the caller and
+    /// a refusal counted (nothing for the scenario). A full resource table
+    /// is an error: it ends the session.
+    pub fn alerting(
+        &mut self,
+        call: CallId,
+        incoming: IncomingCall,
+        connect: ConnectCall,
+        common: Common<'_>,
+    ) -> Result<Option<GuestCall>, ResourceTableError> {
+        let link = connect(self.context(call));
+        let ringing = self.limits.calls_ringing;
         let refusal = self.attempt_refused().or_else(|| {
-            let ringing = self.limits.calls_ringing;
             (self.ringing() >= ringing)
                 .then(|| format!("{ringing} calls ringing at once is the limit"))
         });
         if let Some(reason) = refusal {
+            // As VoxEngine does.
             link.act(CallAction::Reject { code: 403 });
             self.live.remove(call);
-            return Err(reason);
+            common.gate.refuse(Capability::Calls, reason);
+            return Ok(None);
         }
         self.attempts += 1;
         self.insert(call, link, LegState::Alerting);
-        Ok(())
+        let handle = common.table.push(CallHandle { id: call })?;
+        let event = CallAlertingEvent {
+            call: handle,
+            caller_id: incoming.caller_id,
+            destination: incoming.destination,
+            display_name: incoming.display_name,
+            headers: incoming.headers,
+        };
+        Ok(Some(GuestCall::CallAlerting { call, event }))
+    }
+
+    /// What the far end of `call` reported, as the scenario sees it: moves
+    /// the call's state, or drops an event the state does not expect (a
+    /// second end, a tone on a call that is not connected).
+    pub fn admit(&mut self, call: CallId, event: CallEvent) -> Option<GuestCall> {
+        match event {
+            CallEvent::Connected => self
+                .on_connected(call)
+                .then_some(GuestCall::CallConnected(call)),
+            CallEvent::Disconnected => self
+                .on_ended(call, false)
+                .then_some(GuestCall::CallDisconnected(call)),
+            CallEvent::Failed { code, reason } => self
+                .on_ended(call, true)
+                .then_some(GuestCall::CallFailed { call, code, reason }),
+            CallEvent::Message(text) => self
+                .is_connected(call)
+                .then_some(GuestCall::CallMessageReceived { call, text }),
+            CallEvent::Tone(tone) => self
+                .is_connected(call)
+                .then_some(GuestCall::CallToneReceived { call, tone }),
+            CallEvent::PlaybackFinished => self
+                .is_connected(call)
+                .then_some(GuestCall::CallPlaybackFinished(call)),
+        }
+    }
+
+    /// Drops a call unanswered for the limit (an incoming one is rejected,
+    /// an outbound one cancelled): CallFailed 408 for the scenario.
+    pub fn unanswered(&mut self, call: CallId) -> GuestCall {
+        if let Some(leg) = self.legs.get_mut(&call) {
+            leg.link.act(CallAction::Reject { code: 480 });
+            leg.state = LegState::Failed;
+            self.live.remove(call);
+        }
+        self.on_ended(call, true);
+        let limit = self.limits.unanswered_call;
+        GuestCall::CallFailed {
+            call,
+            code: 408,
+            reason: format!("not answered within {} ms", limit.as_millis()),
+        }
     }
 
     /// Why another call attempt is refused, if it is.
@@ -157,14 +222,8 @@ impl Calls {
             .count()
     }
 
-    /// Calls that are alerting, being answered or connected.
-    pub fn live(&self) -> usize {
-        self.legs.values().filter(|leg| leg.state.is_live()).count()
-    }
-
-    /// Moves a call to connected as its event is delivered. False (and the
-    /// event is not delivered) unless the call was waiting for it.
-    pub fn on_connected(&mut self, call: CallId) -> bool {
+    /// Moves a call to connected. False unless the call was waiting for it.
+    fn on_connected(&mut self, call: CallId) -> bool {
         match self.legs.get_mut(&call) {
             Some(leg)
                 if matches!(
@@ -182,7 +241,7 @@ impl Calls {
     /// Ends a call as its disconnected or failed event is delivered. A call
     /// the scenario hung up or rejected is already ended host-side, but its
     /// event is still the scenario's to see, once.
-    pub fn on_ended(&mut self, call: CallId, failed: bool) -> bool {
+    fn on_ended(&mut self, call: CallId, failed: bool) -> bool {
         match self.legs.get_mut(&call) {
             Some(leg) if !leg.end_delivered => {
                 if leg.state.is_live() {
@@ -200,76 +259,29 @@ impl Calls {
         }
     }
 
-    /// Whether the far end's message, tone or playback event is for a call
-    /// that is still connected.
-    pub fn is_connected(&self, call: CallId) -> bool {
+    fn is_connected(&self, call: CallId) -> bool {
         self.legs
             .get(&call)
             .is_some_and(|leg| leg.state == LegState::Connected)
     }
 
-    /// The unanswered call (incoming or outbound) that has waited longest,
-    /// and when it must be dropped.
-    pub fn next_unanswered(&self, limit: std::time::Duration) -> Option<(Instant, CallId)> {
-        self.legs
-            .iter()
-            .filter(|(_, leg)| matches!(leg.state, LegState::Alerting | LegState::Dialing))
-            .map(|(&id, leg)| (leg.alerting_since + limit, id))
-            .min()
-    }
-
-    /// Ends every live call without telling the scenario (entering
-    /// Terminating: the session's calls end with it).
-    pub fn end_all(&mut self) {
-        for (&call, leg) in &mut self.legs {
-            if leg.state.is_live() {
-                let action = if leg.state == LegState::Alerting {
-                    CallAction::Reject { code: 480 }
-                } else {
-                    CallAction::Hangup
-                };
-                leg.link.act(action);
-                leg.state = LegState::Disconnected;
-                self.live.remove(call);
-            }
-        }
-    }
-
-    /// Drops an unanswered call (the unanswered-call limit): an incoming one
-    /// is rejected, an outbound one cancelled.
-    pub fn drop_unanswered(&mut self, call: CallId) {
-        if let Some(leg) = self.legs.get_mut(&call) {
-            leg.link.act(CallAction::Reject { code: 480 });
-            leg.state = LegState::Failed;
-            self.live.remove(call);
-        }
-    }
-}
-
-impl SessionState {
-    /// What the far end of `call` reports back with: the session's queue
-    /// and log, and the app's limits and HTTP rules (for prompts).
-    pub(crate) fn call_context(&self, call: CallId) -> CallContext {
+    /// What the far end of `call` reports back with.
+    fn context(&self, call: CallId) -> CallContext {
         CallContext::new(
             call,
-            self.calls.events.clone(),
+            Arc::clone(&self.events),
             self.log.clone(),
             Arc::clone(&self.limits),
-            Arc::clone(self.http.rules()),
+            Arc::clone(&self.http_rules),
         )
     }
 
-    /// Checks `action` against the call's state and the limits, then hands it
-    /// to the telephony side.
-    fn call_action(
-        &mut self,
-        call: &Resource<CallHandle>,
-        action: CallAction,
-    ) -> wasmtime::Result<Result<(), Refusal>> {
-        let id = self.table.get(call)?.id;
-        let state = self.calls.legs.get(&id).map(|leg| leg.state);
+    /// Checks `action` against the call's state and the limits, then hands
+    /// it to the far end.
+    fn act(&mut self, gate: &Gate, id: CallId, action: CallAction) -> Result<(), Refusal> {
+        let state = self.legs.get(&id).map(|leg| leg.state);
         let message_limit = self.limits.call_message_bytes;
-        let rule = running_only(self.phase(), "calls").and_then(|()| {
+        gate.admit(Capability::Calls, PHASES, || {
             let Some(state) = state else {
                 return Err(format!("call {id} is unknown"));
             };
@@ -295,11 +307,8 @@ impl SessionState {
                 )),
                 _ => Ok(()),
             }
-        });
-        if let Err(refusal) = self.permit(Capability::Calls, rule) {
-            return Ok(Err(refusal));
-        }
-        let leg = self.calls.legs.get_mut(&id).expect("checked above");
+        })?;
+        let leg = self.legs.get_mut(&id).expect("checked above");
         match action {
             CallAction::Answer => leg.state = LegState::Answering,
             CallAction::Reject { .. } => leg.state = LegState::Failed,
@@ -307,10 +316,42 @@ impl SessionState {
             _ => {}
         }
         if !leg.state.is_live() {
-            self.calls.live.remove(id);
+            self.live.remove(id);
         }
         leg.link.act(action);
-        Ok(Ok(()))
+        Ok(())
+    }
+
+    /// Places an outbound call through the dialer.
+    fn dial(
+        &mut self,
+        gate: &Gate,
+        number: String,
+        options: DialOptions,
+    ) -> Result<CallId, Refusal> {
+        let id = self.next_outbound;
+        let mut link = None;
+        gate.admit(Capability::Calls, PHASES, || {
+            if let Some(reason) = self.attempt_refused() {
+                return Err(reason);
+            }
+            if number.is_empty() || number.len() > 256 || number.chars().any(char::is_control) {
+                return Err(format!("{number:?} is not a number to dial"));
+            }
+            let request = DialRequest {
+                number,
+                caller_id: options.caller_id,
+                display_name: options.display_name,
+                headers: options.headers,
+            };
+            link = Some(self.dialer.dial(request, self.context(id))?);
+            Ok(())
+        })?;
+        let link = link.expect("a dial that was admitted has placed its call");
+        self.next_outbound -= 1;
+        self.attempts += 1;
+        self.insert(id, link, LegState::Dialing);
+        Ok(id)
     }
 }
 
@@ -325,47 +366,92 @@ fn verb(action: &CallAction) -> &'static str {
     }
 }
 
-impl calls::Host for SessionState {
+pub struct CallsView<'a> {
+    calls: &'a mut Calls,
+    gate: &'a Gate,
+    table: &'a mut ResourceTable,
+}
+
+impl HasData for Calls {
+    type Data<'a> = CallsView<'a>;
+}
+
+impl Factor for Calls {
+    type View = Calls;
+
+    fn new(cx: &SessionContext<'_>) -> Self {
+        Calls {
+            dialer: Arc::clone(cx.dialer),
+            events: Arc::clone(cx.call_events),
+            log: cx.log.clone(),
+            limits: Arc::clone(cx.limits),
+            http_rules: Arc::clone(cx.http_rules),
+            live: Arc::clone(cx.live_calls),
+            legs: BTreeMap::new(),
+            attempts: 0,
+            next_outbound: CallId::MAX,
+        }
+    }
+
+    fn view<'a>(&'a mut self, common: Common<'a>) -> CallsView<'a> {
+        CallsView {
+            calls: self,
+            gate: common.gate,
+            table: common.table,
+        }
+    }
+
+    fn link<T: WasiStore>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> CallsView<'_>,
+    ) -> wasmtime::Result<()> {
+        calls::add_to_linker::<T, Calls>(linker, get)
+    }
+
+    /// Ends every live call without telling the scenario (the session's
+    /// calls end with it): 480 to one still ringing, BYE (or CANCEL) to
+    /// the rest.
+    fn terminating(&mut self) {
+        for (&call, leg) in &mut self.legs {
+            if leg.state.is_live() {
+                let action = if leg.state == LegState::Alerting {
+                    CallAction::Reject { code: 480 }
+                } else {
+                    CallAction::Hangup
+                };
+                leg.link.act(action);
+                leg.state = LegState::Disconnected;
+                self.live.remove(call);
+            }
+        }
+    }
+}
+
+impl CallsView<'_> {
+    fn act(
+        &mut self,
+        call: &Resource<CallHandle>,
+        action: CallAction,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        let id = self.table.get(call)?.id;
+        Ok(self.calls.act(self.gate, id, action))
+    }
+}
+
+impl calls::Host for CallsView<'_> {
     fn dial(
         &mut self,
         number: String,
         options: DialOptions,
     ) -> wasmtime::Result<Result<Resource<CallHandle>, Refusal>> {
-        let id = self.calls.next_outbound;
-        let mut rule = running_only(self.phase(), "calls").and_then(|()| {
-            if let Some(reason) = self.calls.attempt_refused() {
-                return Err(reason);
-            }
-            if number.is_empty() || number.len() > 256 || number.chars().any(char::is_control) {
-                return Err(format!("{number:?} is not a number to dial"));
-            }
-            Ok(())
-        });
-        let mut link = None;
-        if rule.is_ok() {
-            let request = DialRequest {
-                number,
-                caller_id: options.caller_id,
-                display_name: options.display_name,
-                headers: options.headers,
-            };
-            match self.calls.dialer.dial(request, self.call_context(id)) {
-                Ok(placed) => link = Some(placed),
-                Err(reason) => rule = Err(reason),
-            }
+        match self.calls.dial(self.gate, number, options) {
+            Ok(id) => Ok(Ok(self.table.push(CallHandle { id })?)),
+            Err(refusal) => Ok(Err(refusal)),
         }
-        if let Err(refusal) = self.permit(Capability::Calls, rule) {
-            return Ok(Err(refusal));
-        }
-        let link = link.expect("a permitted dial has placed its call");
-        self.calls.next_outbound -= 1;
-        self.calls.attempts += 1;
-        self.calls.insert(id, link, LegState::Dialing);
-        Ok(Ok(self.table.push(CallHandle { id })?))
     }
 }
 
-impl calls::HostCall for SessionState {
+impl calls::HostCall for CallsView<'_> {
     fn id(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<CallId> {
         Ok(self.table.get(&call)?.id)
     }
@@ -383,7 +469,7 @@ impl calls::HostCall for SessionState {
     }
 
     fn answer(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<Result<(), Refusal>> {
-        self.call_action(&call, CallAction::Answer)
+        self.act(&call, CallAction::Answer)
     }
 
     fn reject(
@@ -391,11 +477,11 @@ impl calls::HostCall for SessionState {
         call: Resource<CallHandle>,
         code: u16,
     ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.call_action(&call, CallAction::Reject { code })
+        self.act(&call, CallAction::Reject { code })
     }
 
     fn hangup(&mut self, call: Resource<CallHandle>) -> wasmtime::Result<Result<(), Refusal>> {
-        self.call_action(&call, CallAction::Hangup)
+        self.act(&call, CallAction::Hangup)
     }
 
     fn say(
@@ -404,7 +490,7 @@ impl calls::HostCall for SessionState {
         text: String,
         language: Option<String>,
     ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.call_action(&call, CallAction::Say { text, language })
+        self.act(&call, CallAction::Say { text, language })
     }
 
     fn play(
@@ -412,7 +498,7 @@ impl calls::HostCall for SessionState {
         call: Resource<CallHandle>,
         url: String,
     ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.call_action(&call, CallAction::Play { url })
+        self.act(&call, CallAction::Play { url })
     }
 
     fn send_message(
@@ -420,7 +506,7 @@ impl calls::HostCall for SessionState {
         call: Resource<CallHandle>,
         text: String,
     ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.call_action(&call, CallAction::SendMessage { text })
+        self.act(&call, CallAction::SendMessage { text })
     }
 
     /// The guest let go of its handle; the call itself carries on.

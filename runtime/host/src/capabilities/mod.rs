@@ -1,12 +1,13 @@
-//! The host capabilities, one module per interface of the `scenario` world.
-//!
-//! Each module keeps side by side, as Spin keeps its "factors": how it links
-//! its WIT interface (the `Host` impl on [`SessionState`]), its per-session
-//! state, and its phase rule. Every use and every refusal passes through
-//! [`SessionState::permit`] or [`SessionState::refuse`], which count it in the
-//! session's [`Meter`] and note refusals in the session log.
+//! The host capabilities: one module each, as Spin keeps one "factor" per
+//! capability. A capability implements [`Factor`]: it links its WIT
+//! interface through its own view of the store (its state, the session's
+//! [`Gate`] and resource table, nothing else), builds its per-session state
+//! from a [`SessionContext`], says what Terminating does to it, and admits
+//! (or not) the events that concern it. Every phase rule and every use or
+//! refusal passes the gate. Registering one is a line in `crate::store`.
 
 pub mod calls;
+pub mod gate;
 pub mod http;
 pub mod logger;
 pub mod session;
@@ -14,145 +15,72 @@ pub mod timers;
 pub mod wasi;
 pub mod websockets;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::WasiView;
+use wasmtime_wasi_http::WasiHttpView;
 
-use crate::bindings::{Capability, Phase, Refusal};
+pub use gate::{Gate, Ledger, Meter, Phases};
+
+use crate::destination::HostRule;
 use crate::limits::Limits;
 use crate::log::SessionLog;
+use crate::metrics::Metrics;
+use crate::shared_limits::SharedLimits;
+use crate::telephony::{CallEvents, Dialer};
 
-/// The data of one session's `Store`: every capability's per-session state.
-pub struct SessionState {
-    pub(crate) table: ResourceTable,
-    pub(crate) limits: Arc<Limits>,
-    pub(crate) log: SessionLog,
-    pub(crate) meter: Meter,
-    pub(crate) session: session::SessionInfo,
-    pub(crate) timers: timers::Timers,
-    pub(crate) calls: calls::Calls,
-    pub(crate) sockets: websockets::Sockets,
-    pub(crate) http: http::HttpState,
-    pub(crate) wasi: wasi::WasiState,
-    pub(crate) budget: crate::session::budget::Budget,
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+/// One host capability.
+pub trait Factor: Sized + Send + 'static {
+    /// What its host functions see of a session's store.
+    type View: HasData;
+
+    /// Its state for a new session.
+    fn new(cx: &SessionContext<'_>) -> Self;
+
+    /// Its view: its own state, and what every capability shares.
+    fn view<'a>(&'a mut self, common: Common<'a>) -> <Self::View as HasData>::Data<'a>;
+
+    /// Links its WIT interface; its host functions reach their view of the
+    /// store's data through `get`.
+    fn link<T: WasiStore>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> <Self::View as HasData>::Data<'_>,
+    ) -> wasmtime::Result<()>;
+
+    /// The session began terminating: what it still holds (timers, calls,
+    /// sockets) ends now.
+    fn terminating(&mut self) {}
 }
 
-impl crate::bindings::sessionbox::scenario::types::Host for SessionState {}
-
-impl SessionState {
-    pub(crate) fn phase(&self) -> Phase {
-        self.session.phase
-    }
-
-    /// Counts one use of `capability` when `rule` allows it, or refuses with
-    /// the rule's reason.
-    pub(crate) fn permit(
-        &mut self,
-        capability: Capability,
-        rule: Result<(), String>,
-    ) -> Result<(), Refusal> {
-        match rule {
-            Ok(()) => {
-                self.meter.count_use(capability);
-                Ok(())
-            }
-            Err(reason) => Err(self.refuse(capability, reason)),
-        }
-    }
-
-    /// Builds a refusal of `capability` in the current phase, counts it and
-    /// notes it in the session log for the scenario's author.
-    pub(crate) fn refuse(&mut self, capability: Capability, reason: String) -> Refusal {
-        let phase = self.phase();
-        self.meter.count_refusal(capability, phase);
-        self.metrics
-            .refused(capability_name(capability), phase_name(phase));
-        self.log.note_refusal(|| {
-            format!(
-                "{} refused in {}: {reason}",
-                capability_name(capability),
-                phase_name(phase)
-            )
-        });
-        Refusal {
-            capability,
-            phase,
-            reason,
-        }
-    }
+/// What every capability's view shares: the gate and the table of the
+/// guest's resources.
+pub struct Common<'a> {
+    pub gate: &'a mut Gate,
+    pub table: &'a mut ResourceTable,
 }
 
-/// Per-session counts of capability uses and refusals, for the session record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Meter {
-    /// Uses by capability name.
-    pub uses: BTreeMap<&'static str, u64>,
-    /// Refusals by capability name, then phase name.
-    pub refusals: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+/// What a capability may build its per-session state from.
+pub struct SessionContext<'a> {
+    pub id: &'a str,
+    pub access_url: &'a str,
+    pub custom_data: &'a str,
+    pub limits: &'a Arc<Limits>,
+    /// `limits.http_allow`, parsed.
+    pub http_rules: &'a Arc<[HostRule]>,
+    pub log: &'a SessionLog,
+    pub ledger: &'a Ledger,
+    pub metrics: &'a Arc<Metrics>,
+    /// Limits the session shares with others (its tenant's).
+    pub shared: Option<&'a Arc<SharedLimits>>,
+    /// Places outbound calls.
+    pub dialer: &'a Arc<dyn Dialer>,
+    /// Where calls' far ends send their events.
+    pub call_events: &'a Arc<dyn CallEvents>,
+    /// The session's live calls, as its handle sees them.
+    pub live_calls: &'a Arc<calls::LiveCalls>,
 }
 
-impl Meter {
-    pub(crate) fn count_use(&mut self, capability: Capability) {
-        *self.uses.entry(capability_name(capability)).or_default() += 1;
-    }
-
-    pub(crate) fn count_refusal(&mut self, capability: Capability, phase: Phase) {
-        *self
-            .refusals
-            .entry(capability_name(capability))
-            .or_default()
-            .entry(phase_name(phase))
-            .or_default() += 1;
-    }
-
-    /// Adds another meter's counts to this one.
-    pub(crate) fn merge(&mut self, other: &Meter) {
-        for (&name, &uses) in &other.uses {
-            *self.uses.entry(name).or_default() += uses;
-        }
-        for (&name, by_phase) in &other.refusals {
-            let entry = self.refusals.entry(name).or_default();
-            for (&phase, &n) in by_phase {
-                *entry.entry(phase).or_default() += n;
-            }
-        }
-    }
-
-    /// How many times `capability` was refused, in any phase.
-    pub fn refused(&self, capability: &str) -> u64 {
-        self.refusals
-            .get(capability)
-            .map_or(0, |by_phase| by_phase.values().sum())
-    }
-}
-
-pub fn capability_name(capability: Capability) -> &'static str {
-    match capability {
-        Capability::Logger => "logger",
-        Capability::Session => "session",
-        Capability::Timers => "timers",
-        Capability::Calls => "calls",
-        Capability::Websockets => "websockets",
-        Capability::Http => "http",
-    }
-}
-
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Running => "running",
-        Phase::Terminating => "terminating",
-        Phase::Terminated => "terminated",
-    }
-}
-
-/// The phase rule shared by capabilities that only work while running.
-pub(crate) fn running_only(phase: Phase, what: &str) -> Result<(), String> {
-    match phase {
-        Phase::Running => Ok(()),
-        Phase::Terminating => Err(format!("{what} ended when the session began terminating")),
-        Phase::Terminated => Err("only the logger works once the session is terminated".into()),
-    }
-}
+/// A store's data that the WASI pieces can link against: they take
+/// wasmtime-wasi's and wasi-http's own views of it.
+pub trait WasiStore: WasiView + WasiHttpView + Send + 'static {}

@@ -4,61 +4,114 @@
 //! Setting custom data works until the session is terminated; `terminate()`
 //! works while running (again and again, to the same effect).
 
-use super::SessionState;
+use wasmtime::component::{HasData, Linker};
+
+use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::session;
 use crate::bindings::{Capability, Phase, Refusal};
 
 /// What a session knows about itself.
-pub(crate) struct SessionInfo {
-    pub id: String,
-    pub access_url: String,
-    pub custom_data: String,
-    pub phase: Phase,
+pub struct SessionFacts {
+    id: String,
+    access_url: String,
+    custom_data: String,
+    custom_data_bytes: usize,
     /// Set by `terminate()`: the session enters Terminating when the current
     /// handler returns.
-    pub terminate_requested: bool,
+    terminate_requested: bool,
 }
 
-impl session::Host for SessionState {
+impl SessionFacts {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn access_url(&self) -> &str {
+        &self.access_url
+    }
+
+    /// Whether the scenario called `terminate()`.
+    pub fn terminate_requested(&self) -> bool {
+        self.terminate_requested
+    }
+}
+
+pub struct SessionView<'a> {
+    facts: &'a mut SessionFacts,
+    gate: &'a Gate,
+}
+
+impl HasData for SessionFacts {
+    type Data<'a> = SessionView<'a>;
+}
+
+impl Factor for SessionFacts {
+    type View = SessionFacts;
+
+    fn new(cx: &SessionContext<'_>) -> Self {
+        SessionFacts {
+            id: cx.id.to_owned(),
+            access_url: cx.access_url.to_owned(),
+            custom_data: cx.custom_data.to_owned(),
+            custom_data_bytes: cx.limits.custom_data_bytes,
+            terminate_requested: false,
+        }
+    }
+
+    fn view<'a>(&'a mut self, common: Common<'a>) -> SessionView<'a> {
+        SessionView {
+            facts: self,
+            gate: common.gate,
+        }
+    }
+
+    fn link<T: WasiStore>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> SessionView<'_>,
+    ) -> wasmtime::Result<()> {
+        session::add_to_linker::<T, SessionFacts>(linker, get)
+    }
+}
+
+impl session::Host for SessionView<'_> {
     fn id(&mut self) -> wasmtime::Result<String> {
-        Ok(self.session.id.clone())
+        Ok(self.facts.id.clone())
     }
 
     fn access_url(&mut self) -> wasmtime::Result<String> {
-        Ok(self.session.access_url.clone())
+        Ok(self.facts.access_url.clone())
     }
 
     fn custom_data(&mut self) -> wasmtime::Result<String> {
-        Ok(self.session.custom_data.clone())
+        Ok(self.facts.custom_data.clone())
     }
 
     fn set_custom_data(&mut self, data: String) -> wasmtime::Result<Result<(), Refusal>> {
-        let limit = self.limits.custom_data_bytes;
-        let rule = match self.phase() {
-            Phase::Terminated => Err("only the logger works once the session is terminated".into()),
-            _ if data.len() > limit => Err(format!(
-                "custom data is limited to {limit} bytes (got {})",
-                data.len()
-            )),
-            _ => Ok(()),
+        let limit = self.facts.custom_data_bytes;
+        let rule = || {
+            if data.len() > limit {
+                return Err(format!(
+                    "custom data is limited to {limit} bytes (got {})",
+                    data.len()
+                ));
+            }
+            Ok(())
         };
-        Ok(self
-            .permit(Capability::Session, rule)
-            .map(|()| self.session.custom_data = data))
+        let admitted = self
+            .gate
+            .admit(Capability::Session, Phases::UntilTerminated, rule);
+        Ok(admitted.map(|()| self.facts.custom_data = data))
     }
 
     fn current_phase(&mut self) -> wasmtime::Result<Phase> {
-        Ok(self.session.phase)
+        Ok(self.gate.phase())
     }
 
     fn terminate(&mut self) -> wasmtime::Result<Result<(), Refusal>> {
-        let rule = match self.phase() {
-            Phase::Running => Ok(()),
-            Phase::Terminating => Err("the session is already terminating".into()),
-            Phase::Terminated => Err("only the logger works once the session is terminated".into()),
+        let phases = Phases::Running {
+            in_terminating: "the session is already terminating",
         };
-        Ok(self
-            .permit(Capability::Session, rule)
-            .map(|()| self.session.terminate_requested = true))
+        let admitted = self.gate.admit(Capability::Session, phases, || Ok(()));
+        Ok(admitted.map(|()| self.facts.terminate_requested = true))
     }
 }

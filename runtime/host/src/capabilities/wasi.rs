@@ -8,43 +8,54 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView};
 
-use super::SessionState;
+use super::{Common, Factor, SessionContext, WasiStore};
 use crate::log::{LogSource, SessionLog};
 
-pub(crate) struct WasiState {
+pub struct Wasi {
     ctx: WasiCtx,
 }
 
-impl WasiState {
-    pub fn new(log: &SessionLog) -> Self {
+impl HasData for Wasi {
+    type Data<'a> = WasiCtxView<'a>;
+}
+
+impl Factor for Wasi {
+    type View = Wasi;
+
+    fn new(cx: &SessionContext<'_>) -> Self {
+        let output = |source| GuestOutput {
+            log: cx.log.clone(),
+            source,
+        };
         let ctx = WasiCtx::builder()
-            .stdout(GuestOutput {
-                log: log.clone(),
-                source: LogSource::Stdout,
-            })
-            .stderr(GuestOutput {
-                log: log.clone(),
-                source: LogSource::Stderr,
-            })
+            .stdout(output(LogSource::Stdout))
+            .stderr(output(LogSource::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        WasiState { ctx }
+        Wasi { ctx }
     }
-}
 
-impl WasiView for SessionState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
+    fn view<'a>(&'a mut self, common: Common<'a>) -> WasiCtxView<'a> {
         WasiCtxView {
-            ctx: &mut self.wasi.ctx,
-            table: &mut self.table,
+            ctx: &mut self.ctx,
+            table: common.table,
         }
+    }
+
+    /// wasmtime-wasi links through its own view of the store.
+    fn link<T: WasiStore>(
+        linker: &mut Linker<T>,
+        _get: fn(&mut T) -> WasiCtxView<'_>,
+    ) -> wasmtime::Result<()> {
+        wasmtime_wasi::p2::add_to_linker_async(linker)
     }
 }
 

@@ -2,24 +2,27 @@
 //!
 //! The connection itself (an HTTP upgrade) belongs to whoever accepted it,
 //! e.g. the management API; the session holds a command channel to it. What
-//! the client sends arrives as events; what the scenario sends goes down the
-//! channel. VoxEngine's rule holds here: at most calls + 3 open sockets.
+//! the client does arrives as [`SocketEvent`]s, which this capability admits
+//! (VoxEngine's rule: at most calls + 3 open sockets); what the scenario
+//! sends goes down the channel. Only while running: Terminating closes every
+//! socket.
 
 use std::collections::BTreeMap;
 
-use tokio::sync::mpsc;
-use wasmtime::component::Resource;
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
-use super::{SessionState, running_only};
+use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::websockets;
-use crate::bindings::{Capability, Message, Refusal};
+use crate::bindings::{
+    Capability, Header, Message, Refusal, SocketHandle, SocketId, WebsocketEvent,
+    WebsocketFailedEvent,
+};
+use crate::guest::GuestCall;
 
-pub type SocketId = u32;
-
-/// The host side of a guest's `websocket` resource.
-pub struct SocketHandle {
-    pub id: SocketId,
-}
+const PHASES: Phases = Phases::Running {
+    in_terminating: "websockets ended when the session began terminating",
+};
 
 /// What the scenario asks of a connection.
 #[derive(Debug, Clone)]
@@ -28,59 +31,106 @@ pub enum SocketCommand {
     Close { code: u16, reason: String },
 }
 
-#[derive(Default)]
-pub(crate) struct Sockets {
+/// What a client did with a socket on the access URL.
+pub enum SocketEvent {
+    /// It asks to open one; `accepted` hears whether the session took it
+    /// (or the reason it did not).
+    Opened {
+        socket: SocketId,
+        path: String,
+        headers: Vec<Header>,
+        commands: mpsc::Sender<SocketCommand>,
+        accepted: oneshot::Sender<Result<(), String>>,
+    },
+    Message {
+        socket: SocketId,
+        message: Message,
+    },
+    Closed {
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    },
+}
+
+pub struct Websockets {
     open: BTreeMap<SocketId, mpsc::Sender<SocketCommand>>,
+    /// Sockets allowed beyond the session's live calls.
+    beyond_calls: usize,
+    message_bytes: usize,
 }
 
-impl Sockets {
-    pub fn open_count(&self) -> usize {
-        self.open.len()
-    }
-
-    pub fn is_open(&self, id: SocketId) -> bool {
-        self.open.contains_key(&id)
-    }
-
-    pub fn add(&mut self, id: SocketId, commands: mpsc::Sender<SocketCommand>) {
-        self.open.insert(id, commands);
-    }
-
-    /// Forgets a socket the client closed. False if it was not open.
-    pub fn on_closed(&mut self, id: SocketId) -> bool {
-        self.open.remove(&id).is_some()
-    }
-
-    /// Closes every socket (entering Terminating: the session's sockets end
-    /// with it).
-    pub fn close_all(&mut self) {
-        for (_, commands) in std::mem::take(&mut self.open) {
-            let _ = commands.try_send(SocketCommand::Close {
-                code: 1001,
-                reason: "session terminating".into(),
-            });
-        }
-    }
-}
-
-/// The size of a message's payload in bytes.
-pub(crate) fn message_len(message: &Message) -> usize {
-    match message {
-        Message::Text(text) => text.len(),
-        Message::Binary(bytes) => bytes.len(),
-    }
-}
-
-impl SessionState {
-    fn socket_command(
+impl Websockets {
+    /// What a client did, as the scenario sees it: a socket opened (or
+    /// refused: NewWebSocketFailed), a message on an open socket, an open
+    /// socket closed. Events on sockets that are not open are dropped.
+    /// `live_calls` sets how many sockets may be open. A full resource
+    /// table is an error: it ends the session.
+    pub fn admit(
         &mut self,
-        socket: &Resource<SocketHandle>,
+        event: SocketEvent,
+        live_calls: usize,
+        table: &mut ResourceTable,
+    ) -> Result<Option<GuestCall>, ResourceTableError> {
+        Ok(match event {
+            SocketEvent::Opened {
+                socket,
+                path,
+                headers,
+                commands,
+                accepted,
+            } => {
+                let allowed = live_calls + self.beyond_calls;
+                if self.open.len() >= allowed {
+                    let reason = format!(
+                        "{allowed} incoming WebSockets are open, the limit (calls in the session + {})",
+                        self.beyond_calls
+                    );
+                    let _ = accepted.send(Err(reason.clone()));
+                    return Ok(Some(GuestCall::NewWebsocketFailed(WebsocketFailedEvent {
+                        reason,
+                    })));
+                }
+                self.open.insert(socket, commands);
+                let _ = accepted.send(Ok(()));
+                let handle = table.push(SocketHandle { id: socket })?;
+                let event = WebsocketEvent {
+                    socket: handle,
+                    path,
+                    headers,
+                };
+                Some(GuestCall::Websocket { socket, event })
+            }
+            SocketEvent::Message { socket, message } => self
+                .open
+                .contains_key(&socket)
+                .then_some(GuestCall::WebsocketMessage { socket, message }),
+            SocketEvent::Closed {
+                socket,
+                code,
+                reason,
+            } => self
+                .open
+                .remove(&socket)
+                .map(|_| GuestCall::WebsocketClosed {
+                    socket,
+                    code,
+                    reason,
+                }),
+        })
+    }
+
+    /// Checks `command` against the socket and the limits, then hands it to
+    /// the connection.
+    fn command(
+        &mut self,
+        gate: &Gate,
+        id: SocketId,
         command: SocketCommand,
-    ) -> wasmtime::Result<Result<(), Refusal>> {
-        let id = self.table.get(socket)?.id;
-        let limit = self.limits.websocket_message_bytes;
-        let rule = running_only(self.phase(), "websockets").and_then(|()| {
-            let Some(commands) = self.sockets.open.get(&id) else {
+    ) -> Result<(), Refusal> {
+        let limit = self.message_bytes;
+        gate.admit(Capability::Websockets, PHASES, || {
+            let Some(commands) = self.open.get(&id) else {
                 return Err(format!("websocket {id} is closed"));
             };
             if let SocketCommand::Send(message) = &command
@@ -91,24 +141,90 @@ impl SessionState {
                     message_len(message)
                 ));
             }
-            commands.try_send(command.clone()).map_err(|e| match e {
+            let closes = matches!(command, SocketCommand::Close { .. });
+            commands.try_send(command).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     format!("websocket {id} is not keeping up: its send queue is full")
                 }
                 mpsc::error::TrySendError::Closed(_) => format!("websocket {id} is closed"),
-            })
-        });
-        let outcome = self.permit(Capability::Websockets, rule);
-        if outcome.is_ok() && matches!(command, SocketCommand::Close { .. }) {
-            self.sockets.open.remove(&id);
-        }
-        Ok(outcome)
+            })?;
+            if closes {
+                self.open.remove(&id);
+            }
+            Ok(())
+        })
     }
 }
 
-impl websockets::Host for SessionState {}
+/// The size of a message's payload in bytes.
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
+    }
+}
 
-impl websockets::HostWebsocket for SessionState {
+pub struct WebsocketsView<'a> {
+    sockets: &'a mut Websockets,
+    gate: &'a Gate,
+    table: &'a mut ResourceTable,
+}
+
+impl HasData for Websockets {
+    type Data<'a> = WebsocketsView<'a>;
+}
+
+impl Factor for Websockets {
+    type View = Websockets;
+
+    fn new(cx: &SessionContext<'_>) -> Self {
+        Websockets {
+            open: BTreeMap::new(),
+            beyond_calls: cx.limits.websockets_beyond_calls,
+            message_bytes: cx.limits.websocket_message_bytes,
+        }
+    }
+
+    fn view<'a>(&'a mut self, common: Common<'a>) -> WebsocketsView<'a> {
+        WebsocketsView {
+            sockets: self,
+            gate: common.gate,
+            table: common.table,
+        }
+    }
+
+    fn link<T: WasiStore>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> WebsocketsView<'_>,
+    ) -> wasmtime::Result<()> {
+        websockets::add_to_linker::<T, Websockets>(linker, get)
+    }
+
+    /// Closes every socket: the session's sockets end with it.
+    fn terminating(&mut self) {
+        for (_, commands) in std::mem::take(&mut self.open) {
+            let _ = commands.try_send(SocketCommand::Close {
+                code: 1001,
+                reason: "session terminating".into(),
+            });
+        }
+    }
+}
+
+impl WebsocketsView<'_> {
+    fn command(
+        &mut self,
+        socket: &Resource<SocketHandle>,
+        command: SocketCommand,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        let id = self.table.get(socket)?.id;
+        Ok(self.sockets.command(self.gate, id, command))
+    }
+}
+
+impl websockets::Host for WebsocketsView<'_> {}
+
+impl websockets::HostWebsocket for WebsocketsView<'_> {
     fn id(&mut self, socket: Resource<SocketHandle>) -> wasmtime::Result<SocketId> {
         Ok(self.table.get(&socket)?.id)
     }
@@ -118,7 +234,7 @@ impl websockets::HostWebsocket for SessionState {
         socket: Resource<SocketHandle>,
         message: Message,
     ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.socket_command(&socket, SocketCommand::Send(message))
+        self.command(&socket, SocketCommand::Send(message))
     }
 
     fn close(
@@ -127,7 +243,7 @@ impl websockets::HostWebsocket for SessionState {
         code: u16,
         reason: String,
     ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.socket_command(&socket, SocketCommand::Close { code, reason })
+        self.command(&socket, SocketCommand::Close { code, reason })
     }
 
     /// The guest let go of its handle; the connection stays open until

@@ -7,23 +7,27 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use wasmtime::Store;
-use wasmtime::component::Resource;
+use wasmtime::component::ResourceTableError;
 
-use super::budget::{ComputeLimitExceeded, MemoryLimit};
-use super::event::{Event, EventKind, TerminateCause};
+use super::event::{Event, TerminateCause};
 use super::record::FinishReason;
 use super::{Notice, Observer, SessionError};
 use crate::bindings::exports::sessionbox::scenario::app_events::Guest;
-use crate::bindings::{
-    CallAlertingEvent, HttpRequestEvent, HttpResponse, Phase, Scenario as ScenarioBindings,
-    StartedEvent, WebsocketEvent, WebsocketFailedEvent,
-};
-use crate::capabilities::SessionState;
-use crate::capabilities::calls::CallHandle;
-use crate::capabilities::websockets::SocketHandle;
+use crate::bindings::{HttpRequestEvent, HttpResponse, Scenario as ScenarioBindings, StartedEvent};
+use crate::budget::{ComputeLimitExceeded, MemoryLimit};
 use crate::cpu::FIRST_SLICE_TICKS;
+use crate::guest::{EventKind, GuestCall};
 use crate::limits::Limits;
 use crate::log::LogSource;
+use crate::store::SessionState;
+
+/// A resource for the guest that did not fit its table ends the session.
+fn resource_table_full(error: ResourceTableError) -> Failure {
+    Failure(FinishReason::Trapped {
+        event: "host",
+        trap: format!("resource table: {error}"),
+    })
+}
 
 /// How a handler failed: the session ends with this.
 pub(crate) struct Failure(pub FinishReason);
@@ -71,7 +75,7 @@ impl Core {
     /// Whether the session is to end: the scenario asked, or a handler
     /// failed.
     pub fn is_ending(&self) -> bool {
-        self.failure.is_some() || self.store.data().session.terminate_requested
+        self.failure.is_some() || self.store.data().factors.session.terminate_requested()
     }
 
     /// A failure a caller's handler left behind.
@@ -90,64 +94,47 @@ impl Core {
     }
 
     pub async fn started(&mut self, custom_data: String) -> Result<(), Failure> {
-        let started = {
-            let session = &self.store.data().session;
-            StartedEvent {
-                session_id: session.id.clone(),
-                access_url: session.access_url.clone(),
-                custom_data,
-            }
+        let session = &self.store.data().factors.session;
+        let started = StartedEvent {
+            session_id: session.id().to_owned(),
+            access_url: session.access_url().to_owned(),
+            custom_data,
         };
-        let detail = || format!("custom-data={:?}", started.custom_data);
-        self.deliver(EventKind::Started, detail, async |guest, store| {
-            guest.call_started(store, &started).await
-        })
-        .await
+        self.deliver(GuestCall::Started(started)).await
     }
 
     /// Terminating, then (once the one request it may make is done)
     /// Terminated. Timers are cancelled, calls and sockets end first.
     pub async fn end(&mut self, cause: TerminateCause) -> Result<(), Failure> {
-        let state = self.store.data_mut();
-        state.session.phase = Phase::Terminating;
-        state.timers.cancel_all();
-        state.calls.end_all();
-        state.sockets.close_all();
+        self.store.data_mut().begin_terminating();
         let why = match cause {
             TerminateCause::Scenario => "terminate() called",
             TerminateCause::Idle => "idle timeout",
             TerminateCause::Host => "terminated by the host",
         };
-        self.deliver(
-            EventKind::Terminating,
-            || why.into(),
-            async |guest, store| guest.call_terminating(store).await,
-        )
-        .await?;
+        self.deliver(GuestCall::Terminating { why }).await?;
 
         let http_deadline = self.limits.http_total_timeout;
-        let _ = tokio::time::timeout(http_deadline, self.store.data().http.wait_idle()).await;
+        let http = &self.store.data().factors.http;
+        let _ = tokio::time::timeout(http_deadline, http.wait_idle()).await;
 
-        self.store.data_mut().session.phase = Phase::Terminated;
-        self.deliver(EventKind::Terminated, String::new, async |guest, store| {
-            guest.call_terminated(store).await
-        })
-        .await
+        self.store.data_mut().begin_terminated();
+        self.deliver(GuestCall::Terminated).await
     }
 
     /// The earliest of: the next timer, the oldest unanswered call's limit,
     /// and (when the session has no calls) the idle timeout.
     pub fn next_wakeup(&self) -> Option<(Instant, Wakeup)> {
-        let state = self.store.data();
-        let timer = state
+        let factors = &self.store.data().factors;
+        let timer = factors
             .timers
             .next_due()
             .map(|(at, id)| (at, Wakeup::Timer(id)));
-        let unanswered = state
+        let unanswered = factors
             .calls
-            .next_unanswered(self.limits.unanswered_call)
+            .next_unanswered()
             .map(|(at, call)| (at, Wakeup::Unanswered(call)));
-        let idle = (state.calls.live() == 0)
+        let idle = (factors.calls.live() == 0)
             .then(|| (self.last_activity + self.limits.idle_timeout, Wakeup::Idle));
         [timer, unanswered, idle]
             .into_iter()
@@ -157,33 +144,13 @@ impl Core {
 
     /// Does what a wake-up is for; says when it ends the session.
     pub async fn wake(&mut self, wakeup: Wakeup) -> Result<Option<TerminateCause>, Failure> {
-        match wakeup {
-            Wakeup::Timer(id) => {
-                self.store.data_mut().timers.fired(id);
-                self.deliver(
-                    EventKind::TimerFired,
-                    || format!("timer={id}"),
-                    async |guest, store| guest.call_timer_fired(store, id).await,
-                )
-                .await?;
-            }
-            Wakeup::Unanswered(call) => {
-                let calls = &mut self.store.data_mut().calls;
-                calls.drop_unanswered(call);
-                calls.on_ended(call, true);
-                let reason = format!(
-                    "not answered within {} ms",
-                    self.limits.unanswered_call.as_millis()
-                );
-                self.deliver(
-                    EventKind::CallFailed,
-                    || format!("call={call} code=408 {reason}"),
-                    async |guest, store| guest.call_call_failed(store, call, 408, &reason).await,
-                )
-                .await?;
-            }
+        let factors = &mut self.store.data_mut().factors;
+        let call = match wakeup {
+            Wakeup::Timer(id) => factors.timers.fire(id),
+            Wakeup::Unanswered(call) => factors.calls.unanswered(call),
             Wakeup::Idle => return Ok(Some(TerminateCause::Idle)),
-        }
+        };
+        self.deliver(call).await?;
         Ok(None)
     }
 
@@ -200,188 +167,34 @@ impl Core {
         answer
     }
 
-    /// Delivers one queued event.
+    /// Delivers one queued event, if the capability it concerns admits it.
     pub async fn dispatch(&mut self, event: Event) -> Result<(), Failure> {
-        match event {
-            Event::CallAlerting {
-                call,
-                incoming,
-                connect,
-            } => {
-                let state = self.store.data_mut();
-                let link = connect(state.call_context(call));
-                if let Err(reason) = state.calls.admit(call, link) {
-                    state.refuse(crate::bindings::Capability::Calls, reason);
-                    return Ok(());
-                }
-                let handle = self.push_resource(CallHandle { id: call })?;
-                let detail = format!(
-                    "call={call} from={} to={}",
-                    incoming.caller_id, incoming.destination
-                );
-                let event = CallAlertingEvent {
-                    call: handle,
-                    caller_id: incoming.caller_id,
-                    destination: incoming.destination,
-                    display_name: incoming.display_name,
-                    headers: incoming.headers,
-                };
-                self.deliver(
-                    EventKind::CallAlerting,
-                    move || detail,
-                    async |guest, store| guest.call_call_alerting(store, &event).await,
-                )
-                .await
-            }
+        let (common, factors) = self.store.data_mut().parts();
+        let admitted = match event {
             Event::HttpRequest { request, respond } => {
                 let (answer, outcome) = self.http_request(&request).await;
                 // The requester may have given up waiting; that is its business.
                 let _ = respond.send(answer);
-                outcome
+                return outcome;
             }
-            Event::WebsocketOpened {
-                socket,
-                path,
-                headers,
-                commands,
-                accepted,
-            } => {
-                let state = self.store.data();
-                let allowed = state.calls.live() + self.limits.websockets_beyond_calls;
-                if state.sockets.open_count() >= allowed {
-                    let reason = format!(
-                        "{allowed} incoming WebSockets are open, the limit (calls in the session + {})",
-                        self.limits.websockets_beyond_calls
-                    );
-                    let _ = accepted.send(Err(SessionError::Refused(reason.clone())));
-                    let event = WebsocketFailedEvent { reason };
-                    return self
-                        .deliver(
-                            EventKind::NewWebSocketFailed,
-                            || event.reason.clone(),
-                            async |guest, store| {
-                                guest.call_new_websocket_failed(store, &event).await
-                            },
-                        )
-                        .await;
-                }
-                self.store.data_mut().sockets.add(socket, commands);
-                let _ = accepted.send(Ok(()));
-                let handle = self.push_resource(SocketHandle { id: socket })?;
-                let detail = format!("socket={socket} {path}");
-                let event = WebsocketEvent {
-                    socket: handle,
-                    path,
-                    headers,
-                };
-                self.deliver(
-                    EventKind::WebSocket,
-                    move || detail,
-                    async |guest, store| guest.call_websocket(store, &event).await,
-                )
-                .await
-            }
-            Event::WebsocketMessage { socket, message } => {
-                if !self.store.data().sockets.is_open(socket) {
-                    return Ok(());
-                }
-                let detail = || format!("socket={socket}");
-                self.deliver(EventKind::WebSocketMessage, detail, async |guest, store| {
-                    guest.call_websocket_message(store, socket, &message).await
-                })
-                .await
-            }
-            Event::WebsocketClosed {
-                socket,
-                code,
-                reason,
-            } => {
-                if !self.store.data_mut().sockets.on_closed(socket) {
-                    return Ok(());
-                }
-                let detail = format!("socket={socket} code={code}");
-                self.deliver(
-                    EventKind::WebSocketClosed,
-                    move || detail,
-                    async |guest, store| {
-                        guest
-                            .call_websocket_closed(store, socket, code, &reason)
-                            .await
-                    },
-                )
-                .await
-            }
-            Event::CallConnected { call } => {
-                if !self.store.data_mut().calls.on_connected(call) {
-                    return Ok(());
-                }
-                self.deliver(
-                    EventKind::CallConnected,
-                    move || format!("call={call}"),
-                    async |guest, store| guest.call_call_connected(store, call).await,
-                )
-                .await
-            }
-            Event::CallDisconnected { call } => {
-                if !self.store.data_mut().calls.on_ended(call, false) {
-                    return Ok(());
-                }
-                self.deliver(
-                    EventKind::CallDisconnected,
-                    move || format!("call={call}"),
-                    async |guest, store| guest.call_call_disconnected(store, call).await,
-                )
-                .await
-            }
-            Event::CallFailed { call, code, reason } => {
-                if !self.store.data_mut().calls.on_ended(call, true) {
-                    return Ok(());
-                }
-                let detail = format!("call={call} code={code} {reason}");
-                self.deliver(
-                    EventKind::CallFailed,
-                    move || detail,
-                    async |guest, store| guest.call_call_failed(store, call, code, &reason).await,
-                )
-                .await
-            }
-            Event::CallMessageReceived { call, text } => {
-                if !self.store.data().calls.is_connected(call) {
-                    return Ok(());
-                }
-                let detail = format!("call={call} ({} bytes)", text.len());
-                self.deliver(
-                    EventKind::CallMessageReceived,
-                    move || detail,
-                    async |guest, store| guest.call_call_message_received(store, call, &text).await,
-                )
-                .await
-            }
-            Event::CallToneReceived { call, tone } => {
-                if !self.store.data().calls.is_connected(call) {
-                    return Ok(());
-                }
-                let detail = format!("call={call} tone={tone}");
-                self.deliver(
-                    EventKind::CallToneReceived,
-                    move || detail,
-                    async |guest, store| guest.call_call_tone_received(store, call, &tone).await,
-                )
-                .await
-            }
-            Event::CallPlaybackFinished { call } => {
-                if !self.store.data().calls.is_connected(call) {
-                    return Ok(());
-                }
-                let detail = format!("call={call}");
-                self.deliver(
-                    EventKind::CallPlaybackFinished,
-                    move || detail,
-                    async |guest, store| guest.call_call_playback_finished(store, call).await,
-                )
-                .await
-            }
+            Event::CallAlerting {
+                call,
+                incoming,
+                connect,
+            } => factors
+                .calls
+                .alerting(call, incoming, connect, common)
+                .map_err(resource_table_full)?,
+            Event::Call { call, event } => factors.calls.admit(call, event),
+            Event::Socket(event) => factors
+                .websockets
+                .admit(event, factors.calls.live(), common.table)
+                .map_err(resource_table_full)?,
             Event::Terminate(_) => unreachable!("handled by the session's task"),
+        };
+        match admitted {
+            Some(call) => self.deliver(call).await,
+            None => Ok(()),
         }
     }
 
@@ -400,7 +213,7 @@ impl Core {
             )
         };
         let outcome = self
-            .deliver(EventKind::HttpRequest, detail, async |guest, store| {
+            .run(EventKind::HttpRequest, detail, async |guest, store| {
                 guest.call_http_request(store, request).await
             })
             .await;
@@ -425,18 +238,18 @@ impl Core {
         }
     }
 
-    /// Hands the guest a new resource.
-    fn push_resource<T: Send + 'static>(&mut self, value: T) -> Result<Resource<T>, Failure> {
-        self.store.data_mut().table.push(value).map_err(|e| {
-            Failure(FinishReason::Trapped {
-                event: "host",
-                trap: format!("resource table: {e}"),
-            })
-        })
+    /// Delivers one event to its handler.
+    async fn deliver(&mut self, call: GuestCall) -> Result<(), Failure> {
+        self.run(
+            call.kind(),
+            || call.detail(),
+            async |guest, store| call.invoke(guest, store).await,
+        )
+        .await
     }
 
     /// Runs one handler with a fresh compute budget, announcing it first.
-    async fn deliver<R>(
+    async fn run<R>(
         &mut self,
         kind: EventKind,
         detail: impl FnOnce() -> String,

@@ -7,14 +7,13 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use super::Notice;
 use super::core::{Core, Failure};
 use super::event::{Event, TerminateCause};
 use super::mailbox::Mailbox;
 use super::record::{FinishReason, SessionRecord};
+use super::{FinishHook, Notice};
 use crate::log::LogSource;
 use crate::metrics::FinishLabels;
-use crate::runtime::FinishHook;
 
 pub(crate) struct Driver {
     pub mailbox: Arc<Mailbox>,
@@ -50,16 +49,14 @@ impl Driver {
             LogSource::Host,
             &format!("session finished: {finish_reason}"),
         );
-        let mut capabilities = state.meter.clone();
-        capabilities.merge(&state.http.meter());
         let record = Arc::new(SessionRecord {
-            id: state.session.id.clone(),
+            id: state.factors.session.id().to_owned(),
             scenario: self.scenario,
             started_at: self.started_at,
             ended_at: SystemTime::now(),
             finish_reason,
             events,
-            capabilities,
+            capabilities: state.gate().ledger().meter_now(),
             cpu: state.budget.lane().record(),
             log: state.log.take(),
         });
@@ -115,7 +112,7 @@ async fn run_until_terminating(
         if let Some(failure) = core.take_failure() {
             return (core, Err(failure));
         }
-        if core.store.data().session.terminate_requested {
+        if core.store.data().factors.session.terminate_requested() {
             return (core, Ok(TerminateCause::Scenario));
         }
         if let Some(event) = mailbox.next_event() {

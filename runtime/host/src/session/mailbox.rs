@@ -23,7 +23,9 @@ use tokio::time::Instant;
 use super::SessionError;
 use super::core::Core;
 use super::event::Event;
+use crate::bindings::CallId;
 use crate::cpu::Laned;
+use crate::telephony::{CallEvent, CallEvents};
 
 pub(crate) struct Mailbox {
     state: Mutex<State>,
@@ -260,17 +262,17 @@ where
 /// How the host's own side of a session (its calls' far ends) reaches its
 /// mailbox. Weak: a far end that outlives its session does not keep it.
 #[derive(Clone)]
-pub struct EventSink(pub(crate) Weak<Mailbox>);
+pub(crate) struct EventSink(pub(crate) Weak<Mailbox>);
 
-impl EventSink {
+impl CallEvents for EventSink {
     /// Queues an outcome the host itself produced (a call answered, a
     /// playback finished). A session that has ended no longer wants it; a
     /// full queue drops it, with a trace.
-    pub(crate) fn send_from_host(&self, event: Event) {
+    fn send(&self, call: CallId, event: CallEvent) {
         let Some(mailbox) = self.0.upgrade() else {
             return;
         };
-        if let Err(SessionError::Busy) = mailbox.post(event) {
+        if let Err(SessionError::Busy) = mailbox.post(Event::Call { call, event }) {
             tracing::warn!("a session's queue is full: dropped a telephony event");
         }
     }

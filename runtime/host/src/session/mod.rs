@@ -8,7 +8,6 @@
 //! [`mailbox`]). Everything outside talks to a session through a
 //! [`SessionHandle`].
 
-pub(crate) mod budget;
 mod core;
 mod driver;
 mod event;
@@ -24,18 +23,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub(crate) use self::core::Core;
 pub(crate) use driver::Driver;
 pub(crate) use event::Event;
-pub use event::{EventKind, IncomingCall, TerminateCause};
+pub use event::TerminateCause;
 use mailbox::Borrowed;
-pub use mailbox::EventSink;
+pub(crate) use mailbox::EventSink;
 pub(crate) use mailbox::Mailbox;
 pub use record::{FinishReason, SessionRecord, TerminateCauseName};
 
-use crate::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
-use crate::capabilities::calls::{CallId, LiveCalls};
-use crate::capabilities::websockets::{SocketCommand, SocketId};
+use crate::bindings::{CallId, Header, HttpRequestEvent, HttpResponse, Message, SocketId};
+use crate::capabilities::calls::LiveCalls;
+use crate::capabilities::websockets::{SocketCommand, SocketEvent};
 use crate::cpu::LaneCell;
-use crate::log::{LogContents, LogLine, SessionLog};
-use crate::telephony::{ConnectCall, InProcessLink};
+use crate::log::{LineSink, LogContents, LogLine, SessionLog};
+use crate::telephony::{CallEvent, ConnectCall, InProcessLink, IncomingCall};
 
 /// What a session tells its observer as it happens.
 #[derive(Debug, Clone)]
@@ -50,6 +49,17 @@ pub enum Notice {
 
 /// Where a session sends its [`Notice`]s.
 pub type Observer = mpsc::UnboundedSender<Notice>;
+
+/// Passes each log line on to `observer` as a notice.
+pub(crate) fn log_lines_to(observer: Observer) -> LineSink {
+    // The observer may have gone away; the log itself is what counts.
+    Box::new(move |line: &LogLine| {
+        let _ = observer.send(Notice::Log(line.clone()));
+    })
+}
+
+/// Called once with a session's record when it finishes.
+pub type FinishHook = Box<dyn FnOnce(Arc<SessionRecord>) + Send>;
 
 /// Why an event could not be delivered to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,33 +201,31 @@ impl SessionHandle {
 
     /// The far end hung up.
     pub fn remote_hangup(&self, call: CallId) -> Result<(), SessionError> {
-        self.post_for_call(call, Event::CallDisconnected { call })
+        self.post_for_call(call, CallEvent::Disconnected)
     }
 
     /// The far end gave up or the network failed the call before it connected.
     pub fn remote_failed(&self, call: CallId, code: u16, reason: &str) -> Result<(), SessionError> {
         let reason = reason.to_owned();
-        self.post_for_call(call, Event::CallFailed { call, code, reason })
+        self.post_for_call(call, CallEvent::Failed { code, reason })
     }
 
     /// The far end pressed a key.
     pub fn remote_tone(&self, call: CallId, tone: &str) -> Result<(), SessionError> {
-        let tone = tone.to_owned();
-        self.post_for_call(call, Event::CallToneReceived { call, tone })
+        self.post_for_call(call, CallEvent::Tone(tone.to_owned()))
     }
 
     /// The far end sent an in-call message.
     pub fn remote_message(&self, call: CallId, text: &str) -> Result<(), SessionError> {
-        let text = text.to_owned();
-        self.post_for_call(call, Event::CallMessageReceived { call, text })
+        self.post_for_call(call, CallEvent::Message(text.to_owned()))
     }
 
     /// Queues the far end's `event` on `call`, if the call is not over.
-    fn post_for_call(&self, call: CallId, event: Event) -> Result<(), SessionError> {
+    fn post_for_call(&self, call: CallId, event: CallEvent) -> Result<(), SessionError> {
         if !self.0.calls.contains(call) {
             return Err(SessionError::UnknownCall(call));
         }
-        self.0.mailbox.post(event)
+        self.0.mailbox.post(Event::Call { call, event })
     }
 
     /// A client asks to open a WebSocket on the access URL. Resolves when the
@@ -231,14 +239,18 @@ impl SessionHandle {
         let socket = self.next_id();
         let (commands, commands_rx) = mpsc::channel(SOCKET_COMMAND_QUEUE);
         let (accepted, decision) = oneshot::channel();
-        self.0.mailbox.post(Event::WebsocketOpened {
+        self.0.mailbox.post(Event::Socket(SocketEvent::Opened {
             socket,
             path,
             headers,
             commands,
             accepted,
-        })?;
-        decision.await.unwrap_or(Err(SessionError::Finished))?;
+        }))?;
+        match decision.await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(SessionError::Refused(reason)),
+            Err(_) => return Err(SessionError::Finished),
+        }
         Ok(WebsocketLink {
             id: socket,
             commands: commands_rx,
@@ -253,7 +265,7 @@ impl SessionHandle {
     ) -> Result<(), SessionError> {
         self.0
             .mailbox
-            .post(Event::WebsocketMessage { socket, message })
+            .post(Event::Socket(SocketEvent::Message { socket, message }))
     }
 
     /// The client closed a socket.
@@ -263,11 +275,11 @@ impl SessionHandle {
         code: u16,
         reason: String,
     ) -> Result<(), SessionError> {
-        self.0.mailbox.post(Event::WebsocketClosed {
+        self.0.mailbox.post(Event::Socket(SocketEvent::Closed {
             socket,
             code,
             reason,
-        })
+        }))
     }
 
     /// Asks the session to end (Terminating, then Terminated).

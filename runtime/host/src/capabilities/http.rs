@@ -1,6 +1,6 @@
-//! Outbound HTTP: the standard `wasi:http/outgoing-handler`, so ordinary HTTP
-//! libraries and JavaScript's `fetch` work, metered in the host's
-//! `send_request` hook.
+//! `http`: outbound HTTP through the standard `wasi:http/outgoing-handler`,
+//! so ordinary HTTP libraries and JavaScript's `fetch` work, metered in the
+//! host's `send_request` hook.
 //!
 //! Phase rule: while running, up to `http_per_session` requests; in
 //! Terminating exactly `http_in_terminating` (one); in Terminated none. At
@@ -8,8 +8,9 @@
 //! sessions may also share a limit, [`crate::SharedLimits`]), each under the
 //! connect timeout and a total timeout that covers the whole response body,
 //! with the body cut off at `http_response_bytes` as it streams. Header
-//! sections are limited to `http_header_bytes` both ways. A refusal reaches the guest as the
-//! standard `HttpRequestDenied` error code and is noted in the session log.
+//! sections are limited to `http_header_bytes` both ways. A refusal reaches
+//! the guest as the standard `HttpRequestDenied` error code and is noted in
+//! the session log.
 //!
 //! Destinations are checked first ([`destination`]): the host must be on
 //! the app's allowlist (else `HttpRequestDenied`), and the addresses it
@@ -19,110 +20,100 @@
 //! are not followed by the host: each hop is a new request, checked anew.
 //!
 //! The session waits for requests in flight before delivering Terminated:
-//! [`HttpState::wait_idle`].
+//! [`Http::wait_idle`].
 
-pub mod destination;
-
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
 };
 
-use super::{Meter, SessionState, phase_name};
+use super::{Common, Factor, Ledger, Phases, SessionContext, WasiStore};
 use crate::bindings::{Capability, Phase};
 use crate::deadline::Deadline;
+use crate::destination::{self, HostRule};
 use crate::limits::Limits;
-use crate::log::SessionLog;
 use crate::metrics::Metrics;
-use destination::HostRule;
 
-pub(crate) struct HttpState {
+pub struct Http {
     ctx: WasiHttpCtx,
     policy: HttpPolicy,
 }
 
-impl HttpState {
-    pub fn new(
-        limits: Arc<Limits>,
-        rules: Arc<[HostRule]>,
-        log: SessionLog,
-        metrics: Arc<Metrics>,
-        shared_turns: Option<Arc<Semaphore>>,
-    ) -> Self {
-        let mut ctx = WasiHttpCtx::new();
-        // Headers the guest builds; wasmtime counts them in memory, which
-        // is somewhat more than their size on the wire.
-        ctx.set_field_size_limit(limits.http_header_bytes);
-        HttpState {
-            ctx,
-            policy: HttpPolicy {
-                concurrency: Arc::new(Semaphore::new(limits.http_concurrent)),
-                shared_turns,
-                limits,
-                log,
-                phase: Phase::Running,
-                sent_running: Arc::default(),
-                sent_terminating: Arc::default(),
-                meter: Arc::default(),
-                metrics,
-                rules,
-                in_flight: Arc::new(watch::Sender::new(0)),
-            },
-        }
-    }
-
-    /// The app's allowlist of destinations.
-    pub fn rules(&self) -> &Arc<[HostRule]> {
-        &self.policy.rules
-    }
-
+impl Http {
     /// Resolves when no outbound request is in flight.
     pub async fn wait_idle(&self) {
         let mut in_flight = self.policy.in_flight.subscribe();
         // The sender lives in `self`, so the channel cannot close under us.
         let _ = in_flight.wait_for(|&n| n == 0).await;
     }
-
-    /// What this capability counted, for the session record.
-    pub fn meter(&self) -> Meter {
-        self.policy
-            .meter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
 }
 
-impl WasiHttpView for SessionState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        // The hook answers for the session's phase as it is now.
-        self.http.policy.phase = self.session.phase;
-        WasiHttpCtxView {
-            ctx: &mut self.http.ctx,
-            table: &mut self.table,
-            hooks: &mut self.http.policy,
+impl HasData for Http {
+    type Data<'a> = WasiHttpCtxView<'a>;
+}
+
+impl Factor for Http {
+    type View = Http;
+
+    fn new(cx: &SessionContext<'_>) -> Self {
+        let limits = Arc::clone(cx.limits);
+        let mut ctx = WasiHttpCtx::new();
+        // Headers the guest builds; wasmtime counts them in memory, which
+        // is somewhat more than their size on the wire.
+        ctx.set_field_size_limit(limits.http_header_bytes);
+        Http {
+            ctx,
+            policy: HttpPolicy {
+                concurrency: Arc::new(Semaphore::new(limits.http_concurrent)),
+                shared_turns: cx.shared.map(|s| Arc::clone(s.http_turns())),
+                limits,
+                phase: Phase::Running,
+                sent_running: Arc::default(),
+                sent_terminating: Arc::default(),
+                ledger: cx.ledger.clone(),
+                metrics: Arc::clone(cx.metrics),
+                rules: Arc::clone(cx.http_rules),
+                in_flight: Arc::new(watch::Sender::new(0)),
+            },
         }
+    }
+
+    fn view<'a>(&'a mut self, common: Common<'a>) -> WasiHttpCtxView<'a> {
+        // The hook answers for the session's phase as it is now.
+        self.policy.phase = common.gate.phase();
+        WasiHttpCtxView {
+            ctx: &mut self.ctx,
+            table: common.table,
+            hooks: &mut self.policy,
+        }
+    }
+
+    /// wasi-http links through its own view of the store.
+    fn link<T: WasiStore>(
+        linker: &mut Linker<T>,
+        _get: fn(&mut T) -> WasiHttpCtxView<'_>,
+    ) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
     }
 }
 
 /// The per-session policy behind `send_request`.
 struct HttpPolicy {
     limits: Arc<Limits>,
-    log: SessionLog,
     phase: Phase,
     /// Requests sent in each phase; shared with the requests' futures,
     /// which give back a request refused for its address before it left.
     sent_running: Arc<AtomicUsize>,
     sent_terminating: Arc<AtomicUsize>,
-    /// Shared with requests in flight, which may be refused after the hook
-    /// returned (an address found internal on resolution).
-    meter: Arc<Mutex<Meter>>,
+    /// The session's; requests in flight book through it too (an address
+    /// found internal on resolution is refused after the hook returned).
+    ledger: Ledger,
     metrics: Arc<Metrics>,
     rules: Arc<[HostRule]>,
     concurrency: Arc<Semaphore>,
@@ -136,17 +127,15 @@ impl HttpPolicy {
     /// The phase rule, counting the request when it is allowed; returns the
     /// count it was taken from.
     fn admit(&mut self) -> Result<Arc<AtomicUsize>, String> {
+        Phases::UntilTerminated.check(self.phase)?;
         let limits = &self.limits;
         let (sent, limit, what) = match self.phase {
-            Phase::Running => (&self.sent_running, limits.http_per_session, "per session"),
             Phase::Terminating => (
                 &self.sent_terminating,
                 limits.http_in_terminating,
                 "in terminating",
             ),
-            Phase::Terminated => {
-                return Err("only the logger works once the session is terminated".into());
-            }
+            _ => (&self.sent_running, limits.http_per_session, "per session"),
         };
         // Only the session's own task admits requests: no race between the
         // load and the store.
@@ -181,10 +170,9 @@ impl WasiHttpHooks for HttpPolicy {
         _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let what = format!("{} {}", request.method(), request.uri());
-        let ledger = Ledger {
-            meter: Arc::clone(&self.meter),
+        let ledger = RequestLedger {
+            ledger: self.ledger.clone(),
             metrics: Arc::clone(&self.metrics),
-            log: self.log.clone(),
             phase: self.phase,
             what,
         };
@@ -341,40 +329,26 @@ fn pin_authority(request: &mut http::Request<WasiBody>, address: std::net::Socke
     }
 }
 
-/// Where a request's outcome is counted: a use once it passed every check,
-/// or a refusal (also traced in metrics and noted in the session log for the
-/// author). Usable from the request's future, after the hook returned.
-struct Ledger {
-    meter: Arc<Mutex<Meter>>,
+/// Where a request's outcome is booked: a use once it passed every check,
+/// or a refusal. Usable from the request's future, after the hook returned.
+struct RequestLedger {
+    ledger: Ledger,
     metrics: Arc<Metrics>,
-    log: SessionLog,
     phase: Phase,
+    /// The request, as refusals name it.
     what: String,
 }
 
-impl Ledger {
+impl RequestLedger {
     /// Counts the request as sent (it passed every check).
     fn count_use(&self) {
-        self.meter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .count_use(Capability::Http);
+        self.ledger.count_use(Capability::Http);
         self.metrics.http_requests.inc();
     }
 
     fn refuse(&self, reason: String, error: HttpError) -> HttpError {
-        self.meter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .count_refusal(Capability::Http, self.phase);
-        self.metrics.refused("http", phase_name(self.phase));
-        self.log.note_refusal(|| {
-            format!(
-                "http refused in {}: {reason} ({})",
-                phase_name(self.phase),
-                self.what
-            )
-        });
+        let reason = format!("{reason} ({})", self.what);
+        self.ledger.refuse(Capability::Http, self.phase, &reason);
         error
     }
 }

@@ -7,9 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
+use wasmtime::{ResourceLimiter, UpdateDeadline};
 
-use crate::capabilities::SessionState;
 use crate::cpu::{AtDeadline, LaneCell, SLOW_SLICE_TICKS};
 use crate::metrics::Metrics;
 use crate::shared_limits::SharedLimits;
@@ -96,16 +95,13 @@ impl fmt::Display for ComputeLimitExceeded {
 
 impl std::error::Error for ComputeLimitExceeded {}
 
-/// Called by wasmtime each time a computing guest passes its epoch
-/// deadline. What it computed since it last resumed is charged (a deadline
-/// that passed while it waited on the host charges nothing and moves on),
-/// and past the limit the handler ends. Otherwise it yields: on the fast
-/// lane to move to the slow one, on the slow lane to let the governor hand
-/// the next turn (see [`crate::cpu`]).
-pub(crate) fn on_epoch_tick(
-    mut store: StoreContextMut<'_, SessionState>,
-) -> wasmtime::Result<UpdateDeadline> {
-    let budget = &mut store.data_mut().budget;
+/// What a guest that passed its epoch deadline must do. What it computed
+/// since it last resumed is charged (a deadline that passed while it waited
+/// on the host charges nothing and moves on), and past the limit the
+/// handler ends. Otherwise it yields: on the fast lane to move to the slow
+/// one, on the slow lane to let the governor hand the next turn (see
+/// [`crate::cpu`]). Called from the store's epoch callback.
+pub(crate) fn at_epoch_deadline(budget: &mut Budget) -> wasmtime::Result<UpdateDeadline> {
     match budget.lane.at_deadline() {
         AtDeadline::Stale(ticks) => Ok(UpdateDeadline::Continue(ticks)),
         AtDeadline::Computed(time) => {
