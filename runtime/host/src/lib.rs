@@ -38,6 +38,7 @@ pub mod scenario;
 pub mod session;
 pub mod shared_limits;
 mod store;
+pub mod sync;
 pub mod telephony;
 
 pub use cpu::TenantCpu;

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::sync::MutexExt;
 use serde::Serialize;
 
 /// Hears of each line as it is added.
@@ -99,7 +100,7 @@ impl SessionLog {
 
     /// Appends one line, truncated to the line limit (and saying so).
     pub fn write(&self, source: LogSource, text: &str) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.0.locked();
         let text = truncate(text, state.line_chars);
         if state.bytes + text.len() > state.budget_bytes {
             state.contents.dropped_lines += 1;
@@ -122,7 +123,7 @@ impl SessionLog {
     /// counted, so it cannot make the host format lines without end.
     pub(crate) fn note_refusal(&self, text: impl FnOnce() -> String) {
         let noted = {
-            let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.0.locked();
             state.refusals_noted = state.refusals_noted.saturating_add(1);
             state.refusals_noted
         };
@@ -138,16 +139,12 @@ impl SessionLog {
 
     /// A copy of the log's contents so far.
     pub(crate) fn snapshot(&self) -> LogContents {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contents
-            .clone()
+        self.0.locked().contents.clone()
     }
 
     /// Takes the log's contents, leaving it empty (at the end of a session).
     pub(crate) fn take(&self) -> LogContents {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.0.locked();
         state.bytes = 0;
         std::mem::take(&mut state.contents)
     }

@@ -23,6 +23,7 @@ use sessionbox_host::bindings::{Header, HttpRequestEvent, HttpResponse, Message}
 use sessionbox_host::cache::content_hash;
 use sessionbox_host::capabilities::websockets::SocketCommand;
 use sessionbox_host::session::{SessionHandle, WebsocketLink};
+use sessionbox_host::sync::MutexExt;
 
 /// Hex characters of a session id, then of its secret.
 const ID_LEN: usize = 32;
@@ -134,7 +135,7 @@ fn find(server: &Server, token: &str) -> ApiResult<(SessionHandle, usize)> {
     }
     let (id, secret) = token.split_at(ID_LEN);
     {
-        let live = server.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = server.live.locked();
         if let Some(session) = live.get(id) {
             let handle = session.handle.clone();
             return match handle {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use sessionbox_host::log::{LogLine, LogSource};
 use sessionbox_host::metrics::Metrics;
 use sessionbox_host::session::SessionRecord;
+use sessionbox_host::sync::MutexExt;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -255,7 +256,7 @@ impl Storage {
     }
 
     fn send(&self, write: Write) {
-        if let Some(writes) = &*self.writes.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(writes) = &*self.writes.locked() {
             // The writer only stops when `close` takes the sender.
             let _ = writes.send(write);
         }
@@ -263,10 +264,7 @@ impl Storage {
 
     /// Whether the history is being written now, and what is held.
     pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.health.locked().clone()
     }
 
     /// Records a session that starts (state `live`). The receiver hears
@@ -330,14 +328,14 @@ impl Storage {
     /// Commits what is queued (trying for a while if the disk refuses) and
     /// stops the writer.
     pub fn close(&self) {
-        drop(self.writes.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        drop(self.writes.locked().take());
+        if let Some(writer) = self.writer.locked().take() {
             let _ = writer.join();
         }
     }
 
     pub fn session(&self, id: &str) -> Result<Option<StoredSession>> {
-        let db = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.reader.locked();
         Ok(db
             .query_row(
                 &format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"),
@@ -348,7 +346,7 @@ impl Storage {
     }
 
     pub fn log(&self, id: &str) -> Result<Vec<LogLine>> {
-        let db = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.reader.locked();
         let mut query = db.prepare_cached(
             "SELECT at_ms, source, text FROM log_lines WHERE session_id = ?1 ORDER BY seq",
         )?;
@@ -363,7 +361,7 @@ impl Storage {
     }
 
     pub fn list(&self, filter: &SessionFilter) -> Result<Vec<StoredSession>> {
-        let db = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.reader.locked();
         let mut query = db.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM sessions
              WHERE tenant = ?1
@@ -582,12 +580,9 @@ impl Writer {
                 "the session history is written again; every held write is committed"
             );
             self.failures = 0;
-            self.health.lock().unwrap_or_else(|e| e.into_inner()).error = None;
+            self.health.locked().error = None;
         }
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .held_writes = self.held.len();
+        self.health.locked().held_writes = self.held.len();
         self.metrics.history_held_writes.set(self.held.len() as i64);
         for (committed, error) in refused {
             let _ = committed.send(Err(error));
@@ -598,7 +593,7 @@ impl Writer {
     fn failed(&mut self, error: &anyhow::Error) {
         self.failures += 1;
         self.metrics.history_write_failures.inc();
-        self.health.lock().unwrap_or_else(|e| e.into_inner()).error = Some(format!("{error:#}"));
+        self.health.locked().error = Some(format!("{error:#}"));
         // Once when it starts, then once a minute: not a line per try.
         if self.failures == 1 || self.failures.is_multiple_of(60) {
             tracing::error!(

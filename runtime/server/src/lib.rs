@@ -33,6 +33,7 @@ use sessionbox_host::runtime::{
 };
 use sessionbox_host::scenario::Scenario;
 use sessionbox_host::session::SessionHandle;
+use sessionbox_host::sync::{MutexExt, RwLockExt};
 
 pub use api::service;
 
@@ -203,7 +204,7 @@ impl Server {
 
     /// A live session, whatever its tenant (for embedders and tests).
     pub fn session(&self, id: &str) -> Option<SessionHandle> {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.locked();
         live.get(id).and_then(|session| session.handle.clone())
     }
 
@@ -220,7 +221,7 @@ impl Server {
     /// The content hash of the scenario `app` runs now, if there is such
     /// an app.
     pub fn scenario_hash(&self, app: &str) -> Option<String> {
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let apps = self.apps.read_locked();
         apps.get(app)
             .map(|app| app.scenario.content_hash().to_owned())
     }
@@ -232,7 +233,7 @@ impl Server {
 
     /// The tenant's app named `name` (another tenant's app is not found).
     fn app(&self, tenant: &str, name: &str) -> Option<App> {
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let apps = self.apps.read_locked();
         apps.get(name).filter(|app| app.tenant == tenant).cloned()
     }
 
@@ -240,11 +241,11 @@ impl Server {
     /// get it, live ones keep the one they started with.
     fn replace_scenario(&self, name: &str, bytes: &[u8]) -> Result<Arc<Scenario>> {
         let limits = {
-            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            let apps = self.apps.read_locked();
             apps[name].scenario.limits().clone()
         };
         let scenario = self.runtime.load(name, bytes, limits)?;
-        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let mut apps = self.apps.write_locked();
         if let Some(app) = apps.get_mut(name) {
             app.scenario = Arc::clone(&scenario);
         }
@@ -257,7 +258,7 @@ impl Server {
     /// Returns the apps reloaded.
     pub fn reload_changed_scenarios(&self) -> Vec<String> {
         let changed: Vec<(String, PathBuf, Option<SystemTime>)> = {
-            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            let apps = self.apps.read_locked();
             apps.iter()
                 .filter_map(|(name, app)| {
                     let (path, loaded) = app.file.as_ref()?;
@@ -281,7 +282,7 @@ impl Server {
                 }
             }
             // Either way this version of the file has been seen.
-            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            let mut apps = self.apps.write_locked();
             if let Some(App {
                 file: Some((_, seen)),
                 ..
@@ -354,10 +355,7 @@ impl Server {
             websocket_message_bytes: app.scenario.limits().websocket_message_bytes,
             row: session.clone(),
         };
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), starting);
+        self.live.locked().insert(id.clone(), starting);
         let options = StartOptions {
             id: Some(id.clone()),
             custom_data,
@@ -387,12 +385,7 @@ impl Server {
             }
         };
         // Unless it already finished and was retired, it is live now.
-        if let Some(live) = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(live) = self.live.locked().get_mut(&id) {
             live.handle = Some(handle.clone());
         }
         Ok(Started { handle, access_url })
@@ -415,16 +408,13 @@ impl Server {
     /// Forgets a session whose record is in the history (or that never
     /// started).
     fn retire(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.live.locked().remove(id);
     }
 
     /// A session of `tenant`'s, live (from memory) or past (from history).
     fn session_of(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>> {
         {
-            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            let live = self.live.locked();
             if let Some(session) = live.get(id) {
                 if session.row.tenant != tenant {
                     return Ok(None);
@@ -445,14 +435,14 @@ impl Server {
 
     /// A live session of `tenant`'s.
     fn live_session(&self, tenant: &str, id: &str) -> Option<SessionHandle> {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.locked();
         live.get(id)
             .filter(|session| session.row.tenant == tenant)
             .and_then(|session| session.handle.clone())
     }
 
     fn live_handles(&self) -> Vec<SessionHandle> {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.locked();
         live.values()
             .filter_map(|session| session.handle.clone())
             .collect()

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::config::TenantQuota;
 use sessionbox_host::cpu::TenantCpu;
 use sessionbox_host::shared_limits::SharedLimits;
+use sessionbox_host::sync::MutexExt;
 
 pub struct Quotas(HashMap<String, Gate>);
 
@@ -74,7 +75,7 @@ impl Quotas {
                 reason: format!("tenant {tenant} has {max} live sessions, its quota"),
             })?;
         let rate = f64::from(gate.quota.starts_per_second);
-        let mut bucket = gate.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bucket = gate.bucket.locked();
         let now = Instant::now();
         let refill = now.duration_since(bucket.refilled).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + refill).min(rate);

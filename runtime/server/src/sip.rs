@@ -11,6 +11,7 @@ use regex::Regex;
 use crate::Server;
 use crate::config::SipConfig;
 use sessionbox_host::metrics::SipInviteLabels;
+use sessionbox_host::sync::RwLockExt;
 use sessionbox_host::telephony::{Dialer, NoDialer};
 use sessionbox_sip::{IncomingInvite, SipEndpoint, TrunkDialer};
 
@@ -74,7 +75,7 @@ impl Server {
             .iter()
             .find(|(pattern, _)| pattern.is_match(&invite.number));
         let app = route.and_then(|(_, name)| {
-            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            let apps = self.apps.read_locked();
             apps.get(name).cloned().map(|app| (name, app))
         });
         let Some((app_name, app)) = app else {

@@ -36,6 +36,7 @@ use media::Rtp;
 use sessionbox_host::bindings::CallId;
 use sessionbox_host::bindings::Header as CallHeader;
 use sessionbox_host::session::{SessionError, SessionHandle};
+use sessionbox_host::sync::MutexExt;
 use sessionbox_host::telephony::IncomingCall;
 pub use trunk::{Trunk, TrunkDialer};
 
@@ -125,12 +126,7 @@ impl SipEndpoint {
     /// Runs the endpoint until [`shutdown`](Self::shutdown): every new
     /// INVITE goes to `route`, which must answer it one way or the other.
     pub fn serve(self: &Arc<Self>, route: impl Fn(IncomingInvite) + Send + Sync + 'static) {
-        let Some(mut incoming) = self
-            .incoming
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
+        let Some(mut incoming) = self.incoming.locked().take() else {
             tracing::error!("the SIP endpoint is already being served");
             return;
         };

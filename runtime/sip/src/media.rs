@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::prompt::{self, Samples};
 use super::sdp::{RemoteAudio, rand_u32};
+use sessionbox_host::sync::MutexExt;
 
 /// Samples in one packet: 20 ms at 8 kHz.
 const FRAME: usize = 160;
@@ -121,7 +122,7 @@ impl RtpSender {
                 ticks.tick().await;
                 let mut packet = Vec::with_capacity(12 + FRAME);
                 {
-                    let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut clock = clock.locked();
                     let now = Instant::now();
                     if index == 0 {
                         // Time passed since the last prompt passes on the

@@ -20,6 +20,7 @@ use crate::destination::HostRule;
 use crate::guest::GuestCall;
 use crate::limits::Limits;
 use crate::log::SessionLog;
+use crate::sync::MutexExt;
 use crate::telephony::{
     CallAction, CallContext, CallEvent, CallEvents, CallLink, ConnectCall, DialRequest, Dialer,
     IncomingCall,
@@ -37,8 +38,7 @@ pub struct LiveCalls(Mutex<BTreeSet<CallId>>);
 
 impl LiveCalls {
     fn ids(&self) -> MutexGuard<'_, BTreeSet<CallId>> {
-        // Nothing panics under the lock; a poisoned one is still whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.locked()
     }
 
     pub fn add(&self, call: CallId) {

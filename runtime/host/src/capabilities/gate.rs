@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::bindings::{Capability, Phase, Refusal};
 use crate::log::SessionLog;
 use crate::metrics::Metrics;
+use crate::sync::MutexExt;
 
 /// What the session's phase allows a capability.
 #[derive(Debug, Clone, Copy)]
@@ -116,8 +117,7 @@ impl Ledger {
     }
 
     fn meter(&self) -> MutexGuard<'_, Meter> {
-        // Nothing panics under the lock; a poisoned one is still whole.
-        self.0.meter.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.meter.locked()
     }
 
     pub fn count_use(&self, capability: Capability) {

@@ -25,6 +25,7 @@ use prometheus_client::metrics::counter::Atomic;
 
 use crate::metrics::sharded::ShardedU64;
 use crate::metrics::{Metrics, TenantLabels, TenantLaneLabels};
+use crate::sync::MutexExt;
 
 /// The weight a tenant gets unless configured (as cgroup v2's `cpu.weight`).
 pub const DEFAULT_WEIGHT: u32 = 100;
@@ -146,14 +147,13 @@ impl Governor {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics under the lock; a poisoned one is still whole.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Makes `tenant` part of the windows' accounting (once).
     pub fn register(&self, tenant: &Arc<TenantCpu>) {
         if !tenant.registered.swap(true, Ordering::AcqRel) {
-            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tenants = self.tenants.locked();
             tenants.retain(|t| t.strong_count() > 0);
             tenants.push(Arc::downgrade(tenant));
         }
@@ -258,7 +258,7 @@ impl Governor {
     /// metrics up to date.
     pub fn close_window(&self, length: Duration, cores: usize) {
         let tenants: Vec<Arc<TenantCpu>> = {
-            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tenants = self.tenants.locked();
             tenants.retain(|t| t.strong_count() > 0);
             tenants.iter().filter_map(Weak::upgrade).collect()
         };
@@ -270,10 +270,7 @@ impl Governor {
                     tenant.slow_ns.load(Ordering::Relaxed),
                     tenant.throttled_ns.load(Ordering::Relaxed),
                 ];
-                let before = std::mem::replace(
-                    &mut *tenant.seen.lock().unwrap_or_else(|e| e.into_inner()),
-                    now,
-                );
+                let before = std::mem::replace(&mut *tenant.seen.locked(), now);
                 let delta = |i: usize| now[i].saturating_sub(before[i]);
                 self.report(tenant, delta(0), delta(1), delta(2));
                 delta(0) + delta(1)

@@ -25,6 +25,7 @@ use super::core::Core;
 use super::event::Event;
 use crate::bindings::CallId;
 use crate::cpu::Laned;
+use crate::sync::MutexExt;
 use crate::telephony::{CallEvent, CallEvents};
 
 pub(crate) struct Mailbox {
@@ -63,10 +64,7 @@ impl Mailbox {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; a poisoned one is still whole.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.locked()
     }
 
     /// Queues an event, failing when the queue is full or the session takes
