@@ -18,12 +18,10 @@ use http_body_util::BodyExt;
 
 use crate::api::session_error;
 use crate::error::{ApiError, ApiResult, body_error};
-use crate::{Server, constant_time_eq};
+use crate::{Gone, Server};
 use sessionbox_host::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
-use sessionbox_host::cache::content_hash;
 use sessionbox_host::capabilities::websockets::SocketCommand;
 use sessionbox_host::session::{SessionHandle, WebsocketLink};
-use sessionbox_host::sync::MutexExt;
 
 /// Hex characters of a session id, then of its secret.
 const ID_LEN: usize = 32;
@@ -68,7 +66,7 @@ async fn handle(server: &Server, request: Request) -> ApiResult<Response> {
     }
 
     let method = request.method().as_str().to_owned();
-    let body = read_body(request.into_body(), server.settings.max_body_bytes).await?;
+    let body = read_body(request.into_body(), server.settings().max_body_bytes).await?;
     let event = HttpRequestEvent {
         method,
         path,
@@ -134,29 +132,11 @@ fn find(server: &Server, token: &str) -> ApiResult<(SessionHandle, usize)> {
         return Err(not_found());
     }
     let (id, secret) = token.split_at(ID_LEN);
-    {
-        let live = server.live.locked();
-        if let Some(session) = live.get(id) {
-            let handle = session.handle.clone();
-            return match handle {
-                Some(handle) if constant_time_eq(session.secret.as_bytes(), secret.as_bytes()) => {
-                    Ok((handle, session.websocket_message_bytes))
-                }
-                _ => Err(not_found()),
-            };
-        }
-    }
-    let stored = server.storage.session(id).map_err(ApiError::internal)?;
-    match stored {
-        Some(session)
-            if constant_time_eq(
-                session.access_secret_sha256.as_bytes(),
-                content_hash(secret.as_bytes()).as_bytes(),
-            ) =>
-        {
-            Err(ApiError::new(StatusCode::GONE, "the session has finished"))
-        }
-        _ => Err(not_found()),
+    match server.access(id, secret) {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(not_found()),
+        Err(Gone::Finished) => Err(ApiError::new(StatusCode::GONE, "the session has finished")),
+        Err(Gone::Unreadable(error)) => Err(ApiError::internal(error)),
     }
 }
 

@@ -46,7 +46,7 @@ pub fn service(
 }
 
 fn router(server: Arc<Server>) -> Router {
-    let body_limit = server.settings.max_body_bytes;
+    let body_limit = server.settings().max_body_bytes;
     Router::new()
         .route("/v1/apps/{app}/sessions", post(start_session))
         .route("/v1/apps/{app}/calls", post(incoming_call))
@@ -302,7 +302,7 @@ fn stored_log(server: &Server, tenant: &str, id: &str) -> ApiResult<Json<Value>>
         .session_of(tenant, id)
         .map_err(ApiError::internal)?
         .ok_or_else(no_session)?;
-    let lines = server.storage.log(id).map_err(ApiError::internal)?;
+    let lines = server.history().log(id).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "session_id": id,
         "state": stored.state,
@@ -352,7 +352,7 @@ async fn list_sessions(
         since_ms: query.since,
         limit: query.limit.unwrap_or(100).min(1_000),
     };
-    let sessions = server.storage.list(&filter).map_err(ApiError::internal)?;
+    let sessions = server.history().list(&filter).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "sessions": sessions,
         "as_of_ms": unix_ms(std::time::SystemTime::now()),
@@ -449,6 +449,6 @@ async fn metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        server.runtime.metrics().render(),
+        server.runtime().metrics().render(),
     )
 }

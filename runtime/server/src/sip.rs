@@ -11,7 +11,6 @@ use regex::Regex;
 use crate::Server;
 use crate::config::SipConfig;
 use sessionbox_host::metrics::SipInviteLabels;
-use sessionbox_host::sync::RwLockExt;
 use sessionbox_host::telephony::{Dialer, NoDialer};
 use sessionbox_sip::{IncomingInvite, SipEndpoint, TrunkDialer};
 
@@ -74,10 +73,7 @@ impl Server {
         let route = routes
             .iter()
             .find(|(pattern, _)| pattern.is_match(&invite.number));
-        let app = route.and_then(|(_, name)| {
-            let apps = self.apps.read_locked();
-            apps.get(name).cloned().map(|app| (name, app))
-        });
+        let app = route.and_then(|(_, name)| Some((name, self.apps.named(name)?)));
         let Some((app_name, app)) = app else {
             tracing::info!(number = %invite.number, "SIP: no route for the number called");
             self.count_invite("no_route");

@@ -1,25 +1,27 @@
-//! Session history and logs in an embedded SQLite database.
+//! The history in an embedded SQLite database.
 //!
 //! Writes go to a thread of their own through a channel, batched into
 //! transactions, so event dispatch never waits on the disk. A session is
 //! written when it starts (state `live`) and again with its record when it
 //! finishes; sessions still `live` when the database is opened were cut off
-//! by a crash and are marked `interrupted`.
+//! by a crash and are marked `interrupted`. Writes the disk refuses are held
+//! in memory (at most [`MAX_HELD_WRITES`]) and tried again every second.
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
 use sessionbox_host::log::{LogLine, LogSource};
 use sessionbox_host::metrics::Metrics;
 use sessionbox_host::session::SessionRecord;
 use sessionbox_host::sync::MutexExt;
+
+use super::{Health, History, NewSession, SessionFilter, StoredSession, unix_ms};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -51,89 +53,6 @@ CREATE TABLE IF NOT EXISTS log_lines (
     PRIMARY KEY (session_id, seq)
 ) WITHOUT ROWID;
 ";
-
-/// A session as it starts.
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub id: String,
-    pub tenant: String,
-    pub app: String,
-    pub scenario_sha256: String,
-    pub access_secret_sha256: String,
-    pub started_at: SystemTime,
-}
-
-/// A session as the history has it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredSession {
-    pub session_id: String,
-    #[serde(skip)]
-    pub tenant: String,
-    pub app: String,
-    pub scenario_sha256: String,
-    #[serde(skip)]
-    pub access_secret_sha256: String,
-    /// `live`, `finished` or `interrupted`.
-    pub state: String,
-    pub started_at_ms: u64,
-    pub ended_at_ms: Option<u64>,
-    pub finish_reason: Option<String>,
-    pub finish_detail: Option<String>,
-    pub events: Option<serde_json::Value>,
-    pub capabilities: Option<serde_json::Value>,
-    /// Its time on the slow lane and how long it was throttled there.
-    pub cpu: Option<serde_json::Value>,
-    pub dropped_log_lines: u64,
-}
-
-impl StoredSession {
-    /// A session that finished with `record`, as the history has it once
-    /// the record is written.
-    pub fn finished(session: &NewSession, record: &SessionRecord) -> Self {
-        StoredSession {
-            state: "finished".into(),
-            ended_at_ms: Some(unix_ms(record.ended_at)),
-            finish_reason: Some(record.finish_reason.label().into()),
-            finish_detail: Some(record.finish_reason.to_string()),
-            events: serde_json::to_value(&record.events).ok(),
-            capabilities: serde_json::to_value(&record.capabilities).ok(),
-            cpu: serde_json::to_value(record.cpu).ok(),
-            dropped_log_lines: record.log.dropped_lines,
-            ..Self::live(session)
-        }
-    }
-
-    /// A session that is running, as far as the history knows it yet.
-    pub fn live(session: &NewSession) -> Self {
-        StoredSession {
-            session_id: session.id.clone(),
-            tenant: session.tenant.clone(),
-            app: session.app.clone(),
-            scenario_sha256: session.scenario_sha256.clone(),
-            access_secret_sha256: session.access_secret_sha256.clone(),
-            state: "live".into(),
-            started_at_ms: unix_ms(session.started_at),
-            ended_at_ms: None,
-            finish_reason: None,
-            finish_detail: None,
-            events: None,
-            capabilities: None,
-            cpu: None,
-            dropped_log_lines: 0,
-        }
-    }
-}
-
-/// Which sessions a listing wants.
-#[derive(Debug, Clone, Default)]
-pub struct SessionFilter {
-    pub tenant: String,
-    pub app: Option<String>,
-    pub state: Option<String>,
-    pub finish_reason: Option<String>,
-    pub since_ms: Option<u64>,
-    pub limit: u32,
-}
 
 enum Write {
     /// A session that starts; told whether its row was committed.
@@ -173,36 +92,14 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long closing keeps trying to write what is held.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Whether the history is being written.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Health {
-    /// The last write's error, while writes fail.
-    pub error: Option<String>,
-    /// Writes held in memory until the disk takes them.
-    pub held_writes: usize,
-}
-
-impl Health {
-    pub fn is_degraded(&self) -> bool {
-        self.error.is_some()
-    }
-}
-
-pub struct Storage {
+pub struct SqliteHistory {
     writes: Mutex<Option<Sender<Write>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Connection>,
     health: Arc<Mutex<Health>>,
 }
 
-/// Unix milliseconds.
-pub fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
-impl Storage {
+impl SqliteHistory {
     /// Opens (or creates) the database, marks sessions that were live when
     /// the last process died as `interrupted`, drops history older than
     /// `retention_days`, and starts the writer. Returns how many sessions
@@ -211,7 +108,7 @@ impl Storage {
         path: &Path,
         retention_days: u32,
         metrics: Arc<Metrics>,
-    ) -> Result<(Storage, usize)> {
+    ) -> Result<(SqliteHistory, usize)> {
         Self::open_inner(path, retention_days, metrics)
             .with_context(|| format!("the session history database {}", path.display()))
     }
@@ -220,7 +117,7 @@ impl Storage {
         path: &Path,
         retention_days: u32,
         metrics: Arc<Metrics>,
-    ) -> Result<(Storage, usize)> {
+    ) -> Result<(SqliteHistory, usize)> {
         let db = Connection::open(path)?;
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;
@@ -245,7 +142,7 @@ impl Storage {
             .name("sessionbox-storage".into())
             .spawn(move || writer.run(rx, retention_days))?;
         Ok((
-            Storage {
+            SqliteHistory {
                 writes: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 reader: Mutex::new(reader),
@@ -261,20 +158,14 @@ impl Storage {
             let _ = writes.send(write);
         }
     }
+}
 
-    /// Whether the history is being written now, and what is held.
-    pub fn health(&self) -> Health {
+impl History for SqliteHistory {
+    fn health(&self) -> Health {
         self.health.locked().clone()
     }
 
-    /// Records a session that starts (state `live`). The receiver hears
-    /// once the row is committed, or why it could not be: a session must
-    /// not run (nor its start be announced) unless it is in the history,
-    /// where a crash from then on leaves it `interrupted`, not missing.
-    pub fn started(
-        &self,
-        session: NewSession,
-    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+    fn started(&self, session: NewSession) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let (committed, outcome) = tokio::sync::oneshot::channel();
         let held = self.health().held_writes;
         if held >= MAX_HELD_WRITES {
@@ -287,27 +178,20 @@ impl Storage {
         outcome
     }
 
-    /// Records a finished session; `then` runs once it is committed (a
-    /// write that fails is held and tried again until it is). `session` is
-    /// repeated so that the write stands on its own.
-    pub fn finished(
+    fn finished(
         &self,
         session: NewSession,
         record: Arc<SessionRecord>,
-        then: impl FnOnce() + Send + 'static,
+        then: Box<dyn FnOnce() + Send>,
     ) {
         self.send(Write::Finished {
             session,
             record,
-            then: Box::new(then),
+            then,
         });
     }
 
-    /// Removes a session that never ran (it failed to start). The receiver
-    /// hears once the row is gone, so that a refused start is answered
-    /// only when no reader can find it; or, while the disk fails, once the
-    /// removal is held (the row then reads as `live` until it is written).
-    pub fn forget(&self, id: &str) -> tokio::sync::oneshot::Receiver<()> {
+    fn forget(&self, id: &str) -> tokio::sync::oneshot::Receiver<()> {
         let (forgotten, outcome) = tokio::sync::oneshot::channel();
         self.send(Write::Forget {
             id: id.to_owned(),
@@ -316,8 +200,7 @@ impl Storage {
         outcome
     }
 
-    /// Waits until everything sent so far is committed.
-    pub fn flush(&self) {
+    fn flush(&self) {
         let (done, wait) = mpsc::sync_channel(1);
         self.send(Write::Flush(Box::new(move || {
             let _ = done.send(());
@@ -325,16 +208,14 @@ impl Storage {
         let _ = wait.recv();
     }
 
-    /// Commits what is queued (trying for a while if the disk refuses) and
-    /// stops the writer.
-    pub fn close(&self) {
+    fn close(&self) {
         drop(self.writes.locked().take());
         if let Some(writer) = self.writer.locked().take() {
             let _ = writer.join();
         }
     }
 
-    pub fn session(&self, id: &str) -> Result<Option<StoredSession>> {
+    fn session(&self, id: &str) -> Result<Option<StoredSession>> {
         let db = self.reader.locked();
         Ok(db
             .query_row(
@@ -345,7 +226,7 @@ impl Storage {
             .optional()?)
     }
 
-    pub fn log(&self, id: &str) -> Result<Vec<LogLine>> {
+    fn log(&self, id: &str) -> Result<Vec<LogLine>> {
         let db = self.reader.locked();
         let mut query = db.prepare_cached(
             "SELECT at_ms, source, text FROM log_lines WHERE session_id = ?1 ORDER BY seq",
@@ -360,7 +241,7 @@ impl Storage {
         Ok(lines.collect::<Result<_, _>>()?)
     }
 
-    pub fn list(&self, filter: &SessionFilter) -> Result<Vec<StoredSession>> {
+    fn list(&self, filter: &SessionFilter) -> Result<Vec<StoredSession>> {
         let db = self.reader.locked();
         let mut query = db.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM sessions
@@ -386,7 +267,7 @@ impl Storage {
     }
 }
 
-impl Drop for Storage {
+impl Drop for SqliteHistory {
     fn drop(&mut self) {
         self.close();
     }
@@ -743,7 +624,7 @@ mod tests {
     fn live_sessions_of_a_dead_process_are_marked_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let (storage, interrupted) = Storage::open(&path, 30, Arc::default()).unwrap();
+        let (storage, interrupted) = SqliteHistory::open(&path, 30, Arc::default()).unwrap();
         assert_eq!(interrupted, 0);
         let committed = storage.started(NewSession {
             id: "s1".into(),
@@ -758,7 +639,7 @@ mod tests {
         // The process "dies": nothing finishes the session.
         drop(storage);
 
-        let (storage, interrupted) = Storage::open(&path, 30, Arc::default()).unwrap();
+        let (storage, interrupted) = SqliteHistory::open(&path, 30, Arc::default()).unwrap();
         assert_eq!(interrupted, 1);
         let session = storage.session("s1").unwrap().unwrap();
         assert_eq!(session.state, "interrupted");
@@ -769,7 +650,7 @@ mod tests {
     fn history_past_the_retention_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let (storage, _) = Storage::open(&path, 30, Arc::default()).unwrap();
+        let (storage, _) = SqliteHistory::open(&path, 30, Arc::default()).unwrap();
         let day = Duration::from_secs(24 * 3600);
         for (id, age) in [("old", 31), ("recent", 29)] {
             storage.started(NewSession {
@@ -784,9 +665,9 @@ mod tests {
         storage.close();
         // Both were live: the reopen marks them interrupted, and expires
         // only what is finished and old.
-        let (storage, _) = Storage::open(&path, 30, Arc::default()).unwrap();
+        let (storage, _) = SqliteHistory::open(&path, 30, Arc::default()).unwrap();
         drop(storage);
-        let (storage, _) = Storage::open(&path, 30, Arc::default()).unwrap();
+        let (storage, _) = SqliteHistory::open(&path, 30, Arc::default()).unwrap();
         assert!(storage.session("old").unwrap().is_none());
         assert!(storage.session("recent").unwrap().is_some());
     }
@@ -830,7 +711,7 @@ mod tests {
     }
 
     /// Makes every write of the writer fail (`true`) or work again.
-    fn refuse_writes(storage: &Storage, refuse: bool) {
+    fn refuse_writes(storage: &SqliteHistory, refuse: bool) {
         storage.send(Write::Configure(Box::new(move |db| {
             db.pragma_update(None, "query_only", refuse).unwrap();
         })));
@@ -841,7 +722,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
         let metrics = Arc::new(Metrics::default());
-        let (storage, _) = Storage::open(&path, 30, Arc::clone(&metrics)).unwrap();
+        let (storage, _) = SqliteHistory::open(&path, 30, Arc::clone(&metrics)).unwrap();
         let started = storage.started(new_session("before"));
         started.blocking_recv().unwrap().unwrap();
 
@@ -851,7 +732,7 @@ mod tests {
             let retired = Arc::clone(&retired);
             move || retired.store(true, std::sync::atomic::Ordering::SeqCst)
         };
-        storage.finished(new_session("before"), record("before", 50), then);
+        storage.finished(new_session("before"), record("before", 50), Box::new(then));
         let refused = storage
             .started(new_session("refused"))
             .blocking_recv()
@@ -881,7 +762,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
-        let error = Storage::open(&path, 30, Arc::default()).err().unwrap();
+        let error = SqliteHistory::open(&path, 30, Arc::default())
+            .err()
+            .unwrap();
         let text = format!("{error:#}");
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains("not a database"), "{text}");
