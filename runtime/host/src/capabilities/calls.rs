@@ -515,3 +515,250 @@ impl calls::HostCall for CallsView<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::Phase;
+    use crate::capabilities::fixture::Fixture;
+    use crate::sync::MutexExt;
+    use crate::telephony::InProcessLink;
+
+    /// A far end that keeps the actions it was asked for.
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<Mutex<Vec<CallAction>>>);
+
+    impl CallLink for Recorded {
+        fn act(&self, action: CallAction) {
+            self.0.locked().push(action);
+        }
+    }
+
+    impl Recorded {
+        fn connect(&self) -> ConnectCall {
+            let link = self.clone();
+            Box::new(move |_| Box::new(link))
+        }
+
+        fn take(&self) -> Vec<CallAction> {
+            std::mem::take(&mut self.0.locked())
+        }
+    }
+
+    fn in_process() -> ConnectCall {
+        Box::new(|context| Box::new(InProcessLink(context)))
+    }
+
+    struct Session {
+        fixture: Fixture,
+        calls: Calls,
+        gate: Gate,
+        table: ResourceTable,
+    }
+
+    impl Session {
+        fn new(limits: Limits) -> Self {
+            let fixture = Fixture::new(limits);
+            Session {
+                calls: Calls::new(&fixture.context()),
+                gate: fixture.gate(),
+                table: ResourceTable::new(),
+                fixture,
+            }
+        }
+
+        fn ring(&mut self, call: CallId, connect: ConnectCall) -> Option<GuestCall> {
+            let common = Common {
+                gate: &mut self.gate,
+                table: &mut self.table,
+            };
+            let incoming = IncomingCall::default();
+            self.calls
+                .alerting(call, incoming, connect, common)
+                .unwrap()
+        }
+
+        fn act(&mut self, call: CallId, action: CallAction) -> Result<(), String> {
+            let acted = self.calls.act(&self.gate, call, action);
+            acted.map_err(|refusal| refusal.reason)
+        }
+
+        /// Call 1, answered and connected as the scenario sees it.
+        fn connected() -> Self {
+            let mut session = Session::new(Limits::default());
+            session.ring(1, in_process());
+            session.act(1, CallAction::Answer).unwrap();
+            session.calls.admit(1, CallEvent::Connected).unwrap();
+            session.fixture.received.take();
+            session
+        }
+    }
+
+    #[test]
+    fn an_incoming_call_moves_only_as_its_events_are_delivered() {
+        let mut session = Session::new(Limits::default());
+        let alerting = session.ring(1, in_process());
+        assert!(matches!(
+            alerting,
+            Some(GuestCall::CallAlerting { call: 1, .. })
+        ));
+        assert!(session.fixture.live_calls.contains(1));
+        let calls = &mut session.calls;
+        assert!(
+            calls.admit(1, CallEvent::Tone("5".into())).is_none(),
+            "a tone before the call connects is not for the scenario"
+        );
+
+        session.act(1, CallAction::Answer).unwrap();
+        assert_eq!(session.fixture.received.take(), [(1, CallEvent::Connected)]);
+        let calls = &mut session.calls;
+        assert!(!calls.is_connected(1), "not until the scenario hears of it");
+        let connected = calls.admit(1, CallEvent::Connected);
+        assert!(matches!(connected, Some(GuestCall::CallConnected(1))));
+        assert!(calls.admit(1, CallEvent::Connected).is_none(), "only once");
+
+        session.act(1, CallAction::Hangup).unwrap();
+        assert!(!session.fixture.live_calls.contains(1));
+        assert_eq!(
+            session.fixture.received.take(),
+            [(1, CallEvent::Disconnected)]
+        );
+        let calls = &mut session.calls;
+        let ended = calls.admit(1, CallEvent::Disconnected);
+        assert!(matches!(ended, Some(GuestCall::CallDisconnected(1))));
+        assert!(
+            calls
+                .admit(
+                    1,
+                    CallEvent::Failed {
+                        code: 500,
+                        reason: String::new()
+                    }
+                )
+                .is_none()
+        );
+        assert_eq!(session.fixture.ledger.meter_now().uses["calls"], 2);
+    }
+
+    #[test]
+    fn each_action_is_checked_against_the_call_state() {
+        let say = || CallAction::Say {
+            text: "hi".into(),
+            language: None,
+        };
+        let long = "x".repeat(Limits::default().call_message_bytes + 1);
+        let alerting = || {
+            let mut session = Session::new(Limits::default());
+            session.ring(1, in_process());
+            session
+        };
+        let disconnected = || {
+            let mut session = Session::connected();
+            session.act(1, CallAction::Hangup).unwrap();
+            session
+        };
+        type Case = (
+            &'static str,
+            fn() -> Session,
+            CallAction,
+            Result<(), String>,
+        );
+        let cases: Vec<Case> = vec![
+            ("alerting", alerting, CallAction::Answer, Ok(())),
+            (
+                "alerting",
+                alerting,
+                CallAction::Reject { code: 486 },
+                Ok(()),
+            ),
+            (
+                "alerting",
+                alerting,
+                CallAction::Reject { code: 200 },
+                Err("a rejection needs a SIP status code from 400 to 699, not 200".into()),
+            ),
+            (
+                "alerting",
+                alerting,
+                say(),
+                Err("cannot say on call 1: it is alerting".into()),
+            ),
+            ("alerting", alerting, CallAction::Hangup, Ok(())),
+            (
+                "connected",
+                Session::connected,
+                CallAction::Answer,
+                Err("cannot answer call 1: it is connected".into()),
+            ),
+            ("connected", Session::connected, say(), Ok(())),
+            (
+                "connected",
+                Session::connected,
+                CallAction::SendMessage { text: long.clone() },
+                Err(format!(
+                    "call messages are limited to {} bytes (got {})",
+                    long.len() - 1,
+                    long.len()
+                )),
+            ),
+            ("connected", Session::connected, CallAction::Hangup, Ok(())),
+            (
+                "disconnected",
+                disconnected,
+                CallAction::Hangup,
+                Err("cannot hang up call 1: it is disconnected".into()),
+            ),
+        ];
+        for (state, session, action, expected) in cases {
+            let described = format!("{action:?} on a call {state}");
+            assert_eq!(session().act(1, action), expected, "{described}");
+        }
+        assert_eq!(
+            alerting().act(9, CallAction::Answer),
+            Err("call 9 is unknown".into())
+        );
+    }
+
+    #[test]
+    fn a_call_past_the_ringing_limit_is_rejected_and_the_refusal_booked() {
+        let limits = Limits {
+            calls_ringing: 1,
+            ..Limits::default()
+        };
+        let mut session = Session::new(limits);
+        let (first, second) = (Recorded::default(), Recorded::default());
+        assert!(session.ring(1, first.connect()).is_some());
+        assert!(session.ring(2, second.connect()).is_none());
+        assert_eq!(second.take(), [CallAction::Reject { code: 403 }]);
+        assert!(!session.fixture.live_calls.contains(2));
+        let meter = session.fixture.ledger.meter_now();
+        assert_eq!(meter.refusals["calls"]["running"], 1);
+        assert_eq!(
+            session.fixture.log_lines(),
+            ["calls refused in running: 1 calls ringing at once is the limit"]
+        );
+        assert!(first.take().is_empty(), "the first call rings on");
+    }
+
+    #[test]
+    fn terminating_ends_every_live_call_and_refuses_what_follows() {
+        let mut session = Session::new(Limits::default());
+        let (ringing, connected) = (Recorded::default(), Recorded::default());
+        session.ring(1, ringing.connect());
+        session.ring(2, connected.connect());
+        session.act(2, CallAction::Answer).unwrap();
+        session.calls.admit(2, CallEvent::Connected).unwrap();
+        connected.take();
+
+        session.gate.set_phase(Phase::Terminating);
+        session.calls.terminating();
+        assert_eq!(ringing.take(), [CallAction::Reject { code: 480 }]);
+        assert_eq!(connected.take(), [CallAction::Hangup]);
+        assert_eq!(session.calls.live(), 0);
+        assert!(!session.fixture.live_calls.contains(1));
+        assert_eq!(
+            session.act(2, CallAction::Hangup),
+            Err("calls ended when the session began terminating".into())
+        );
+    }
+}

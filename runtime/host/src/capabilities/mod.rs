@@ -84,3 +84,93 @@ pub struct SessionContext<'a> {
 /// A store's data that the WASI pieces can link against: they take
 /// wasmtime-wasi's and wasi-http's own views of it.
 pub trait WasiStore: WasiView + WasiHttpView + Send + 'static {}
+
+/// What a capability's unit tests start a session's state from: no engine,
+/// no guest, calls answered in process, call events kept for the test.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::sync::{Arc, Mutex};
+
+    use super::{Ledger, SessionContext, calls::LiveCalls};
+    use crate::bindings::CallId;
+    use crate::destination::HostRule;
+    use crate::limits::Limits;
+    use crate::log::SessionLog;
+    use crate::metrics::Metrics;
+    use crate::sync::MutexExt;
+    use crate::telephony::{CallEvent, CallEvents, Dialer, InProcessDialer};
+
+    /// Call events as the session's queue would receive them.
+    #[derive(Default)]
+    pub struct Received(Mutex<Vec<(CallId, CallEvent)>>);
+
+    impl CallEvents for Received {
+        fn send(&self, call: CallId, event: CallEvent) {
+            self.0.locked().push((call, event));
+        }
+    }
+
+    impl Received {
+        pub fn take(&self) -> Vec<(CallId, CallEvent)> {
+            std::mem::take(&mut self.0.locked())
+        }
+    }
+
+    pub struct Fixture {
+        pub limits: Arc<Limits>,
+        rules: Arc<[HostRule]>,
+        pub log: SessionLog,
+        pub ledger: Ledger,
+        metrics: Arc<Metrics>,
+        dialer: Arc<dyn Dialer>,
+        pub received: Arc<Received>,
+        call_events: Arc<dyn CallEvents>,
+        pub live_calls: Arc<LiveCalls>,
+    }
+
+    impl Fixture {
+        pub fn new(limits: Limits) -> Self {
+            let log = SessionLog::new(std::time::Instant::now(), 1000, 1 << 20, None);
+            let metrics = Arc::<Metrics>::default();
+            let received = Arc::<Received>::default();
+            Fixture {
+                limits: Arc::new(limits),
+                rules: Arc::from([]),
+                ledger: Ledger::new(log.clone(), Arc::clone(&metrics)),
+                log,
+                metrics,
+                dialer: Arc::new(InProcessDialer),
+                call_events: Arc::clone(&received) as Arc<dyn CallEvents>,
+                received,
+                live_calls: Arc::default(),
+            }
+        }
+
+        pub fn context(&self) -> SessionContext<'_> {
+            SessionContext {
+                id: "s",
+                access_url: "",
+                custom_data: "",
+                limits: &self.limits,
+                http_rules: &self.rules,
+                log: &self.log,
+                ledger: &self.ledger,
+                metrics: &self.metrics,
+                shared: None,
+                dialer: &self.dialer,
+                call_events: &self.call_events,
+                live_calls: &self.live_calls,
+            }
+        }
+
+        pub fn gate(&self) -> super::Gate {
+            super::Gate::new(self.ledger.clone())
+        }
+
+        /// The host's notes in the session log so far.
+        pub fn log_lines(&self) -> Vec<String> {
+            let lines = self.log.snapshot().lines;
+            lines.into_iter().map(|line| line.text).collect()
+        }
+    }
+}

@@ -253,3 +253,106 @@ impl websockets::HostWebsocket for WebsocketsView<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::fixture::Fixture;
+    use crate::limits::Limits;
+
+    struct Client {
+        accepted: oneshot::Receiver<Result<(), String>>,
+        commands: mpsc::Receiver<SocketCommand>,
+    }
+
+    fn open(
+        sockets: &mut Websockets,
+        socket: SocketId,
+        live_calls: usize,
+        table: &mut ResourceTable,
+    ) -> (Option<GuestCall>, Client) {
+        let (commands, commands_rx) = mpsc::channel(4);
+        let (accepted, accepted_rx) = oneshot::channel();
+        let event = SocketEvent::Opened {
+            socket,
+            path: "/".into(),
+            headers: Vec::new(),
+            commands,
+            accepted,
+        };
+        let call = sockets.admit(event, live_calls, table).unwrap();
+        let client = Client {
+            accepted: accepted_rx,
+            commands: commands_rx,
+        };
+        (call, client)
+    }
+
+    #[test]
+    fn at_most_calls_plus_three_sockets_are_open() {
+        let fixture = Fixture::new(Limits::default());
+        let mut sockets = Websockets::new(&fixture.context());
+        let mut table = ResourceTable::new();
+        let mut clients = Vec::new();
+        for socket in 1..=3 {
+            let (call, mut client) = open(&mut sockets, socket, 0, &mut table);
+            assert!(matches!(call, Some(GuestCall::Websocket { socket: s, .. }) if s == socket));
+            assert_eq!(client.accepted.try_recv(), Ok(Ok(())));
+            clients.push(client);
+        }
+        let (call, mut refused) = open(&mut sockets, 4, 0, &mut table);
+        let reason = "3 incoming WebSockets are open, the limit (calls in the session + 3)";
+        assert!(matches!(call, Some(GuestCall::NewWebsocketFailed(e)) if e.reason == reason));
+        assert_eq!(refused.accepted.try_recv(), Ok(Err(reason.into())));
+        // A live call makes room for one more.
+        let (call, _client) = open(&mut sockets, 5, 1, &mut table);
+        assert!(matches!(call, Some(GuestCall::Websocket { socket: 5, .. })));
+    }
+
+    #[test]
+    fn only_open_sockets_have_events_and_terminating_closes_them() {
+        let fixture = Fixture::new(Limits::default());
+        let mut sockets = Websockets::new(&fixture.context());
+        let mut table = ResourceTable::new();
+        let (_, mut first) = open(&mut sockets, 1, 0, &mut table);
+        let (_, _second) = open(&mut sockets, 2, 0, &mut table);
+        let message = |socket| SocketEvent::Message {
+            socket,
+            message: Message::Text("hi".into()),
+        };
+        let closed = |socket| SocketEvent::Closed {
+            socket,
+            code: 1000,
+            reason: String::new(),
+        };
+        let mut admit = |event| sockets.admit(event, 0, &mut table).unwrap();
+        assert!(admit(message(9)).is_none(), "no socket 9");
+        assert!(matches!(
+            admit(message(1)),
+            Some(GuestCall::WebsocketMessage { socket: 1, .. })
+        ));
+        assert!(matches!(
+            admit(closed(2)),
+            Some(GuestCall::WebsocketClosed { socket: 2, .. })
+        ));
+        assert!(admit(closed(2)).is_none(), "closed once");
+        assert!(admit(message(2)).is_none(), "nothing after it closed");
+
+        let gate = fixture.gate();
+        let long = Message::Text("x".repeat(sockets.message_bytes + 1));
+        let refused = sockets.command(&gate, 1, SocketCommand::Send(long));
+        assert!(
+            refused
+                .unwrap_err()
+                .reason
+                .starts_with("websocket messages are limited to")
+        );
+        sockets.terminating();
+        assert!(matches!(
+            first.commands.try_recv(),
+            Ok(SocketCommand::Close { code: 1001, .. })
+        ));
+        let gone = sockets.command(&gate, 1, SocketCommand::Send(Message::Text("x".into())));
+        assert_eq!(gone.unwrap_err().reason, "websocket 1 is closed");
+    }
+}
