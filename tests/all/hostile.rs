@@ -1,5 +1,5 @@
 //! Guests written to break things, each beside a well-behaved session that
-//! must not notice: loops in every handler, runaway recursion, a flood of
+//! is asking and answered all through the attack and must not notice: loops in every handler, runaway recursion, a flood of
 //! timers, a log line as large as memory, an oversized answer.
 
 use std::time::Duration;
@@ -7,8 +7,12 @@ use std::time::Duration;
 use sessionbox::log::{LogSource, MAX_REFUSAL_NOTES};
 use std::sync::Arc;
 
+use tokio::sync::oneshot::error::TryRecvError;
+
 use crate::support::*;
-use sessionbox::{FinishReason, IncomingCall, Limits, Runtime, SessionError};
+use sessionbox::{
+    FinishReason, IncomingCall, Limits, Runtime, SessionError, SessionHandle, StartOptions,
+};
 
 const LOG: &str =
     r#"(import "sessionbox:scenario/logger@0.1.0" "write" (func $log (param i32 i32)))"#;
@@ -22,23 +26,61 @@ fn short_compute() -> Limits {
     }
 }
 
-/// A healthy session answers and ends normally.
-async fn bystander_is_fine(runtime: &Runtime) {
-    let hello = load(runtime, "hello", Limits::default());
-    let mut healthy = start(runtime, &hello, "").await;
-    let answer = healthy
-        .session
-        .http_request(request("GET", "/ok", ""))
-        .await
-        .unwrap();
-    assert_eq!(answer.body, b"hello GET /ok");
-    healthy.session.terminate().unwrap();
-    assert!(healthy.finished().await.finish_reason.is_normal());
+/// A well-behaved session beside an attack: started before it, asking
+/// and answered correctly all through it, ending normally after it.
+struct Neighbour {
+    session: SessionHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    asking: tokio::task::JoinHandle<usize>,
+}
+
+impl Neighbour {
+    async fn beside(runtime: &Runtime) -> Neighbour {
+        let hello = load(runtime, "hello", Limits::default());
+        let session = runtime
+            .start(&hello, StartOptions::default())
+            .await
+            .unwrap();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let asking = {
+            let session = session.clone();
+            tokio::spawn(async move {
+                let mut answered = 0;
+                // At least once after the attack, however it went.
+                while stopped.try_recv() == Err(TryRecvError::Empty) || answered == 0 {
+                    let path = format!("/{answered}");
+                    let answer = session.http_request(request("GET", &path, "")).await;
+                    assert_eq!(answer.unwrap().body, format!("hello GET {path}").as_bytes());
+                    answered += 1;
+                    tokio::task::yield_now().await;
+                }
+                answered
+            })
+        };
+        Neighbour {
+            session,
+            stop,
+            asking,
+        }
+    }
+
+    /// The attack is over: the neighbour was answered all along and ends
+    /// normally.
+    async fn ends_well(self) {
+        let _ = self.stop.send(());
+        let answered = self.asking.await.expect("every answer was right");
+        assert!(answered > 0);
+        self.session.terminate().unwrap();
+        let record = self.session.finished().await.unwrap();
+        assert!(record.finish_reason.is_normal(), "{}", record.finish_reason);
+        assert_eq!(record.delivered("HttpRequest"), answered as u64);
+    }
 }
 
 #[tokio::test]
 async fn a_loop_in_any_handler_ends_the_session_at_the_compute_limit() {
     let runtime = runtime();
+    let neighbour = Neighbour::beside(&runtime).await;
     let handlers = [
         "started",
         "http-request",
@@ -77,13 +119,14 @@ async fn a_loop_in_any_handler_ends_the_session_at_the_compute_limit() {
             },
             "{handler}"
         );
-        bystander_is_fine(&runtime).await;
     }
+    neighbour.ends_well().await;
 }
 
 #[tokio::test]
 async fn runaway_recursion_traps_with_a_stack_overflow() {
     let runtime = runtime();
+    let neighbour = Neighbour::beside(&runtime).await;
     let recursing = wat::scenario(
         &[("http-request", "(call $recurse) (i32.const 1024)")],
         "",
@@ -100,12 +143,13 @@ async fn runaway_recursion_traps_with_a_stack_overflow() {
     };
     assert_eq!(*event, "http-request");
     assert!(trap.contains("call stack exhausted"), "{trap}");
-    bystander_is_fine(&runtime).await;
+    neighbour.ends_well().await;
 }
 
 #[tokio::test]
 async fn a_flood_of_timers_is_a_hundred_and_the_rest_refusals() {
     let runtime = runtime();
+    let neighbour = Neighbour::beside(&runtime).await;
     let flood = wat::scenario(
         &[(
             "started",
@@ -147,12 +191,13 @@ async fn a_flood_of_timers_is_a_hundred_and_the_rest_refusals() {
         host[0],
         "timers refused in running: 100 timers are pending, the limit"
     );
-    bystander_is_fine(&runtime).await;
+    neighbour.ends_well().await;
 }
 
 #[tokio::test]
 async fn a_log_line_as_large_as_memory_is_truncated() {
     let runtime = runtime();
+    let neighbour = Neighbour::beside(&runtime).await;
     const LINE: u32 = 8 << 20;
     let shouting = wat::scenario(
         &[(
@@ -182,7 +227,7 @@ async fn a_log_line_as_large_as_memory_is_truncated() {
         line,
         format!("{kept} [truncated: {} more characters]", LINE - 15_000)
     );
-    bystander_is_fine(&runtime).await;
+    neighbour.ends_well().await;
 }
 
 #[tokio::test]
@@ -269,6 +314,7 @@ async fn an_ended_session_gives_back_its_memory_and_its_slot() {
 #[tokio::test]
 async fn a_tenants_sessions_share_its_memory_quota() {
     let runtime = runtime();
+    let neighbour = Neighbour::beside(&runtime).await;
     let quota = sessionbox::SharedLimits::new(4 << 20, 100, sessionbox::TenantCpu::new("t", 100));
     let tenant = || sessionbox::StartOptions {
         shared: Some(Arc::clone(&quota)),
@@ -314,7 +360,7 @@ async fn a_tenants_sessions_share_its_memory_quota() {
         "{:?}",
         refused.err()
     );
-    bystander_is_fine(&runtime).await;
+    neighbour.ends_well().await;
 
     holder.terminate().unwrap();
     holder.finished().await.unwrap();
@@ -330,7 +376,7 @@ async fn a_tenants_sessions_share_its_memory_quota() {
 #[tokio::test]
 async fn leaked_call_handles_stop_at_the_resource_limit() {
     // hello keeps every call it is offered and never lets go.
-    let (runtime, mut watched) = hello_with_eight_handles().await;
+    let (runtime, mut watched, neighbour) = hello_with_eight_handles().await;
     // One call more than the table holds; each one's far end gives up at
     // once, but the scenario still holds its handle.
     for _ in 0..9 {
@@ -343,38 +389,45 @@ async fn leaked_call_handles_stop_at_the_resource_limit() {
     let record = watched.finished().await;
     // The table holds a few WASI handles too.
     assert!(record.delivered("CallAlerting") < 8);
-    ended_at_the_resource_table(&runtime, &record).await;
+    ended_at_the_resource_table(&runtime, &record, neighbour).await;
 }
 
-/// A runtime and a hello session that may hold 8 host handles.
-async fn hello_with_eight_handles() -> (Runtime, Watched) {
+/// A runtime, a hello session that may hold 8 host handles, and its
+/// neighbour.
+async fn hello_with_eight_handles() -> (Runtime, Watched, Neighbour) {
     let runtime = runtime();
+    let neighbour = Neighbour::beside(&runtime).await;
     let limits = Limits {
         resources: 8,
         ..Limits::default()
     };
     let hello = load(&runtime, "hello", limits);
     let watched = start(&runtime, &hello, "").await;
-    (runtime, watched)
+    (runtime, watched, neighbour)
 }
 
 /// The session ended because its resource table was full, and gave back
 /// its memory; a session beside it is fine.
-async fn ended_at_the_resource_table(runtime: &Runtime, record: &sessionbox::SessionRecord) {
+async fn ended_at_the_resource_table(
+    runtime: &Runtime,
+    record: &sessionbox::SessionRecord,
+    neighbour: Neighbour,
+) {
     let FinishReason::Trapped { event, trap } = &record.finish_reason else {
         panic!("{:?}", record.finish_reason);
     };
     assert_eq!(*event, "host");
     assert!(trap.starts_with("resource table: "), "{trap}");
+    neighbour.ends_well().await;
+    // Every byte given back, the neighbour's too.
     assert_eq!(runtime.metrics().guest_memory_bytes.get(), 0);
-    bystander_is_fine(runtime).await;
 }
 
 /// The same for sockets: hello keeps every socket, even those the client
 /// closed, so opening and closing sockets in turn fills the table.
 #[tokio::test]
 async fn leaked_socket_handles_stop_at_the_resource_limit() {
-    let (runtime, mut watched) = hello_with_eight_handles().await;
+    let (runtime, mut watched, neighbour) = hello_with_eight_handles().await;
     for _ in 0..9 {
         let Ok(socket) = watched.session.open_websocket("/ws".into(), vec![]).await else {
             break;
@@ -384,7 +437,7 @@ async fn leaked_socket_handles_stop_at_the_resource_limit() {
             .websocket_closed(socket.id, 1000, "bye".into());
     }
     let record = watched.finished().await;
-    ended_at_the_resource_table(&runtime, &record).await;
+    ended_at_the_resource_table(&runtime, &record, neighbour).await;
 }
 
 #[tokio::test]
