@@ -275,8 +275,11 @@ async fn a_redirect_is_checked_again_at_each_hop() {
     assert_eq!(record.capabilities.refused("http"), 1);
 }
 
+/// A response past a limit ends where the limit says, and the guest is
+/// told which: a body that trickles past the total timeout, a body larger
+/// than the response limit.
 #[tokio::test]
-async fn a_trickling_body_ends_at_the_total_timeout() {
+async fn a_response_past_a_limit_is_cut_off_and_the_limit_named() {
     let runtime = runtime();
     // The head at once, then a byte every 20 ms, forever.
     let trickle = origin::serve(|_| async {
@@ -287,42 +290,36 @@ async fn a_trickling_body_ends_at_the_total_timeout() {
         hyper::Response::new(http_body_util::StreamBody::new(drip).boxed())
     })
     .await;
-    let limits = Limits {
-        http_total_timeout: std::time::Duration::from_millis(300),
-        ..loopback_allowed()
-    };
-    let scenario = fetcher(&runtime, limits);
-    let mut watched = start(&runtime, &scenario, "").await;
-    let (status, body) = fetch(&watched, &format!("{trickle}/slow")).await;
-    assert_eq!(status, 502);
+    let huge = origin::serve(|_| async { answer(200, &[], include_str!("../../README.md")) }).await;
     // wasmtime-wasi-http 48 hands a body's error to the guest as an opaque
     // I/O error (not a wasi:http error code), so only its text names it.
-    assert!(
-        body.starts_with("response body: HTTP response timeout"),
-        "{body}"
-    );
-    watched.session.terminate().unwrap();
-    assert!(watched.finished().await.finish_reason.is_normal());
-}
-
-#[tokio::test]
-async fn a_response_body_is_cut_off_at_its_limit() {
-    let runtime = runtime();
-    let huge = origin::serve(|_| async { answer(200, &[], include_str!("../../README.md")) }).await;
-    let limits = Limits {
-        http_response_bytes: 1000,
-        ..loopback_allowed()
-    };
-    let scenario = fetcher(&runtime, limits);
-    let mut watched = start(&runtime, &scenario, "").await;
-    let (status, body) = fetch(&watched, &format!("{huge}/")).await;
-    assert_eq!(status, 502);
-    assert!(
-        body.starts_with("response body: HTTP response body size exceeds limit: 1000 bytes"),
-        "{body}"
-    );
-    watched.session.terminate().unwrap();
-    assert!(watched.finished().await.finish_reason.is_normal());
+    let cases = [
+        (
+            Limits {
+                http_total_timeout: std::time::Duration::from_millis(300),
+                ..loopback_allowed()
+            },
+            format!("{trickle}/slow"),
+            "response body: HTTP response timeout",
+        ),
+        (
+            Limits {
+                http_response_bytes: 1000,
+                ..loopback_allowed()
+            },
+            format!("{huge}/"),
+            "response body: HTTP response body size exceeds limit: 1000 bytes",
+        ),
+    ];
+    for (limits, url, error) in cases {
+        let scenario = fetcher(&runtime, limits);
+        let mut watched = start(&runtime, &scenario, "").await;
+        let (status, body) = fetch(&watched, &url).await;
+        assert_eq!(status, 502, "{url}");
+        assert!(body.starts_with(error), "{url}: {body}");
+        watched.session.terminate().unwrap();
+        assert!(watched.finished().await.finish_reason.is_normal());
+    }
 }
 
 #[tokio::test]
