@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 
-use crate::api::session_error;
+use crate::error::session_error;
 use crate::error::{ApiError, ApiResult, body_error};
 use crate::{Gone, Server};
 use sessionbox_host::bindings::{Header, HttpRequestEvent, HttpResponse, Message};

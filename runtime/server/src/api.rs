@@ -18,14 +18,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 
-use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiResult};
+use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiResult, session_error};
 use crate::history::{SessionFilter, unix_ms};
 use crate::{Server, access};
 use sessionbox_host::IncomingCall;
 use sessionbox_host::bindings::Header;
-use sessionbox_host::runtime::StartError;
 use sessionbox_host::scenario::MAX_COMPONENT_BYTES;
-use sessionbox_host::session::SessionError;
 
 /// What `serve` answers with. Access URLs go straight to
 /// [`access::deliver`]: they are the data plane, one request per event, and
@@ -110,28 +108,6 @@ fn no_app(name: &str) -> ApiError {
 
 fn no_session() -> ApiError {
     ApiError::not_found("no such session")
-}
-
-pub(super) fn start_error(error: StartError) -> ApiError {
-    let status = match error {
-        StartError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        StartError::CustomDataTooLong { .. } => StatusCode::BAD_REQUEST,
-        StartError::Instantiation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        StartError::SharedMemoryFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-    };
-    ApiError::new(status, error.to_string())
-}
-
-pub(super) fn session_error(error: SessionError) -> ApiError {
-    let status = match error {
-        SessionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        SessionError::Finished => StatusCode::GONE,
-        SessionError::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
-        SessionError::ScenarioFailed(_) => StatusCode::BAD_GATEWAY,
-        SessionError::Lost => StatusCode::INTERNAL_SERVER_ERROR,
-        SessionError::UnknownCall(_) => StatusCode::NOT_FOUND,
-    };
-    ApiError::new(status, error.to_string())
 }
 
 #[derive(Deserialize, Default)]

@@ -8,6 +8,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use sessionbox_host::runtime::StartError;
+use sessionbox_host::session::SessionError;
+
 use crate::listener::BodyTimedOut;
 
 #[derive(Debug)]
@@ -121,4 +124,28 @@ pub fn body_error(
         cause = inner.source();
     }
     ApiError::new(status, text())
+}
+
+/// A start the runtime refused, as the API answers it.
+pub fn start_error(error: StartError) -> ApiError {
+    let status = match error {
+        StartError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        StartError::CustomDataTooLong { .. } => StatusCode::BAD_REQUEST,
+        StartError::Instantiation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StartError::SharedMemoryFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError::new(status, error.to_string())
+}
+
+/// An event a session could not take, as the API answers it.
+pub fn session_error(error: SessionError) -> ApiError {
+    let status = match error {
+        SessionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        SessionError::Finished => StatusCode::GONE,
+        SessionError::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
+        SessionError::ScenarioFailed(_) => StatusCode::BAD_GATEWAY,
+        SessionError::Lost => StatusCode::INTERNAL_SERVER_ERROR,
+        SessionError::UnknownCall(_) => StatusCode::NOT_FOUND,
+    };
+    ApiError::new(status, error.to_string())
 }

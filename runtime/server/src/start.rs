@@ -15,9 +15,9 @@ use sessionbox_host::runtime::{
 use sessionbox_host::session::SessionRecord;
 
 use crate::apps::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, start_error};
 use crate::history::NewSession;
-use crate::{Server, Started, api};
+use crate::{Server, Started};
 
 impl Server {
     /// Starts a session of `app`; Started is its first event. Its row is
@@ -33,7 +33,7 @@ impl Server {
         custom_data: String,
     ) -> Result<Started, ApiError> {
         // A refusal that needs no disk comes before the history commit.
-        check_custom_data(&custom_data, app.scenario.limits()).map_err(api::start_error)?;
+        check_custom_data(&custom_data, app.scenario.limits()).map_err(start_error)?;
         if let Err(refused) = self.quotas.admit(&app.tenant) {
             return Err(self.quota_refusal(&app.tenant, refused.quota, refused.reason));
         }
@@ -100,7 +100,7 @@ impl Server {
                     );
                     return Err(self.quota_refusal(&app.tenant, "memory_bytes", reason));
                 }
-                return Err(api::start_error(error));
+                return Err(start_error(error));
             }
         };
         // Unless it already finished and was retired, it is live now.
