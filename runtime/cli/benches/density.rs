@@ -28,7 +28,6 @@
 #[path = "bare/mod.rs"]
 mod bare;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,14 +60,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let guest_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/bench-echo.wasm");
-    let guest = std::fs::read(&guest_path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (build the guests: guest-examples/rust/build.sh)",
-            guest_path.display()
-        )
-    });
+    let guest = bare::bench_echo();
     println!(
         "vm.max_map_count = {}",
         std::fs::read_to_string("/proc/sys/vm/max_map_count")

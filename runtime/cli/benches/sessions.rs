@@ -17,7 +17,6 @@
 mod bare;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,14 +62,7 @@ fn main() {
 }
 
 async fn bench(settings: Settings, smoke: bool, sweep: bool, only: Option<&str>) {
-    let guest_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/bench-echo.wasm");
-    let guest = std::fs::read(&guest_path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (build the guests: guest-examples/rust/build.sh)",
-            guest_path.display()
-        )
-    });
+    let guest = bare::bench_echo();
     let sessionbox = Arc::new(Sessionbox::new(&guest));
     let bare = Arc::new(Bare::new(&guest, POOL));
 

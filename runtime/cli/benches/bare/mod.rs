@@ -32,8 +32,20 @@ impl WasiView for BareState {
     }
 }
 
-/// The design's 1 s handler limit in 10 ms ticks.
-pub const DEADLINE_TICKS: u64 = 100;
+/// The design's 1 s handler limit in the engine's 1 ms epoch ticks.
+pub const DEADLINE_TICKS: u64 = 1_000;
+
+/// The guest both sides run: tests/guests/bench-echo, built.
+pub fn bench_echo() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/guests/bench-echo.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build the guests: guest-examples/rust/build.sh)",
+            path.display()
+        )
+    })
+}
 
 /// The baselines' custom data (31 bytes, as named there).
 pub const CUSTOM_DATA: &str = "custom-data-of-32-bytes-xxxxxxx";
