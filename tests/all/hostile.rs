@@ -480,7 +480,8 @@ async fn a_spinning_handler_computes_on_the_slow_lane_while_its_neighbour_answer
         record.finish_reason
     );
     let cpu = record.cpu;
-    assert_eq!(cpu.slow_lane_handlers, 1, "{cpu:?}");
+    // (Started too, when the OS held it past its first slice.)
+    assert!(cpu.slow_lane_handlers >= 1, "{cpu:?}");
     // Its first 1-2 ms were on the fast lane, the rest on the slow one.
     assert!(
         cpu.slow_lane_cpu_ms > 250.0 && cpu.slow_lane_cpu_ms < 400.0,
@@ -488,7 +489,10 @@ async fn a_spinning_handler_computes_on_the_slow_lane_while_its_neighbour_answer
     );
     healthy.session.terminate().unwrap();
     let record = healthy.finished().await;
-    assert_eq!(record.cpu.slow_lane_handlers, 0, "{:?}", record.cpu);
+    // Its handlers are short: whatever the OS did to their timing (a
+    // handler descheduled past its first slice moves lanes), they computed
+    // next to nothing on the slow lane.
+    assert!(record.cpu.slow_lane_cpu_ms < 50.0, "{:?}", record.cpu);
 }
 
 #[tokio::test]
@@ -534,7 +538,7 @@ async fn spinning_tenants_take_turns_on_the_slow_lane_and_their_records_show_the
             record.finish_reason,
             FinishReason::ComputeLimit { .. }
         ));
-        assert_eq!(record.cpu.slow_lane_handlers, 1, "{:?}", record.cpu);
+        assert!(record.cpu.slow_lane_handlers >= 1, "{:?}", record.cpu);
         throttled += record.cpu.throttled_ms;
         records.push(record.cpu);
     }
