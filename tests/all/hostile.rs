@@ -49,7 +49,10 @@ impl Neighbour {
                 // At least once after the attack, however it went.
                 while stopped.try_recv() == Err(TryRecvError::Empty) || answered == 0 {
                     let path = format!("/{answered}");
-                    let answer = session.http_request(request("GET", &path, "")).await;
+                    let asked = session.http_request(request("GET", &path, ""));
+                    let answer = tokio::time::timeout(PATIENCE, asked)
+                        .await
+                        .expect("the neighbour is answered while the attack runs");
                     assert_eq!(answer.unwrap().body, format!("hello GET {path}").as_bytes());
                     answered += 1;
                     tokio::task::yield_now().await;
