@@ -13,7 +13,9 @@ use super::event::{Event, TerminateCause};
 use super::record::FinishReason;
 use super::{Notice, Observer, SessionError};
 use crate::bindings::exports::sessionbox::scenario::app_events::Guest;
-use crate::bindings::{HttpRequestEvent, HttpResponse, Scenario as ScenarioBindings, StartedEvent};
+use crate::bindings::{
+    CallId, HttpRequestEvent, HttpResponse, Scenario as ScenarioBindings, StartedEvent, TimerId,
+};
 use crate::budget::{ComputeLimitExceeded, MemoryLimit};
 use crate::cpu::FIRST_SLICE_TICKS;
 use crate::guest::{EventKind, GuestCall};
@@ -34,8 +36,8 @@ pub(crate) struct Failure(pub FinishReason);
 
 /// What a session wakes up for besides its queue.
 pub(crate) enum Wakeup {
-    Timer(u32),
-    Unanswered(u32),
+    Timer(TimerId),
+    Unanswered(CallId),
     Idle,
 }
 
