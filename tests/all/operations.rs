@@ -6,26 +6,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use crate::support::server::InProcess;
 use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sessionbox::config::Config;
-use sessionbox::server::{self, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const KEY: &str = "ops-key-0001";
 
-/// A server in this process with short client timeouts.
-struct Running {
-    server: Arc<Server>,
-    url: String,
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn serve(database: &Path, server_settings: &str) -> Running {
+/// A server in this process with `server_settings` (short client
+/// timeouts, say).
+async fn serve(database: &Path, server_settings: &str) -> InProcess {
     let config = Config::parse(&format!(
         r#"
 [server]
@@ -42,28 +35,7 @@ scenario = "{remote}"
         remote = guest_path("remote-control").display(),
     ))
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let server = Server::new(config, url.clone()).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::serve(Arc::clone(&server), listener, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        server,
-        url,
-        addr,
-        stop,
-        serving,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        self.serving.await.unwrap().unwrap();
-    }
+    InProcess::start(config).await
 }
 
 /// Reads until the server closes the connection; what it sent.
@@ -190,25 +162,22 @@ api_keys = ["{KEY}"]
         ),
     )
     .unwrap();
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_sessionbox"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let stderr = child.0.stderr.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
+    // Killed if the test fails: no server is left behind.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sessionbox"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .await
+        .unwrap();
     let url = first
         .strip_prefix("sessionbox listening on ")
         .and_then(|rest| rest.split_whitespace().next())
@@ -224,39 +193,19 @@ api_keys = ["{KEY}"]
     // after the half-sent one was accepted.
     reqwest::get(format!("{url}/healthz")).await.unwrap();
     let kill = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &child.id().unwrap().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let exited = tokio::task::spawn_blocking(move || {
-        let began = std::time::Instant::now();
-        while began.elapsed() < PATIENCE {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        None
-    })
-    .await
-    .unwrap();
-    let status = exited.expect("the server exited while the client held its request");
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the server exited while the client held its request")
+        .unwrap();
     assert!(status.success(), "{status}");
     let mut log = String::new();
-    std::io::Read::read_to_string(&mut { stderr }, &mut log).unwrap();
+    stderr.read_to_string(&mut log).await.unwrap();
     assert!(log.contains("HTTP connection capacity"), "{log}");
     assert!(log.contains("dropped"), "{log}");
-}
-
-/// A child process, killed and reaped when dropped (a failing test leaves
-/// no server behind).
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts a session of `remote`; its id and access URL.
@@ -391,21 +340,22 @@ async fn a_disk_that_fills_refuses_starts_and_loses_no_acknowledged_session() {
 
     // Room again: everything held is written.
     std::fs::remove_file(&filler).unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let ready = client
-                .get(format!("{}/readyz", running.url))
-                .send()
-                .await
-                .unwrap();
-            if ready.status() == StatusCode::OK {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
+    // A flush answers once everything held before it is written (it is
+    // tried again every second).
+    let server = Arc::clone(&running.server);
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::task::spawn_blocking(move || server.flush_history()),
+    )
     .await
-    .expect("the history caught up once the disk had room");
+    .expect("the history caught up once the disk had room")
+    .unwrap();
+    let ready = client
+        .get(format!("{}/readyz", running.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "ready again");
     running.stop().await;
 
     // A new server on the same database has every one of them.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
+use crate::support::server::InProcess;
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -84,31 +85,27 @@ scenario = "{hello}"
 
 /// A server in this process on a free port, and a client for it.
 struct Running {
-    server: Arc<Server>,
-    url: String,
+    serving: InProcess,
     client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// The server's own fields (`server`, `url`) read through.
+impl std::ops::Deref for Running {
+    type Target = InProcess;
+
+    fn deref(&self) -> &InProcess {
+        &self.serving
+    }
 }
 
 async fn serve() -> Running {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(guest_path("remote-control"), dir.path().join("swap.wasm")).unwrap();
     let config = Config::parse(&config_text(dir.path())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = Server::new(config, url.clone()).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::serve(Arc::clone(&server), listener, async {
-        let _ = stopped.await;
-    }));
     Running {
-        server,
-        url,
+        serving: InProcess::start(config).await,
         client: reqwest::Client::new(),
-        stop: Some(stop),
-        serving,
         _dir: dir,
     }
 }
@@ -168,9 +165,8 @@ impl Running {
         self.server.flush_history();
     }
 
-    async fn stop(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.serving.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.serving.stop().await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::server::InProcess;
 use crate::support::sipp::{Sipp, Transport};
 use crate::support::{PATIENCE, guest_path, lines, origin};
 use http_body_util::{BodyExt, Full};
@@ -15,7 +16,6 @@ use hyper::Response;
 use sessionbox::SessionRecord;
 use sessionbox::config::Config;
 use sessionbox::log::LogSource;
-use sessionbox::server::{self, Server};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
 
@@ -29,11 +29,9 @@ const SIPP_LIMIT: Duration = Duration::from_secs(30);
 /// A server with a SIP listener on a free port, the sip-probe app taking
 /// every call, and the records of its sessions as they finish.
 struct Node {
-    server: Arc<Server>,
+    serving: InProcess,
     sip: SocketAddr,
-    url: String,
     finished: broadcast::Receiver<Arc<SessionRecord>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -65,20 +63,11 @@ async fn node(trunk: Option<String>) -> Node {
         probe = guest_path("sip-probe").display(),
     ))
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = Server::new(config, url.clone()).await.unwrap();
-    let finished = server.finished_sessions();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve(Arc::clone(&server), listener, async {
-        let _ = stopped.await;
-    }));
+    let serving = InProcess::start(config).await;
     Node {
-        sip: server.sip_addr().expect("a SIP listener"),
-        server,
-        url,
-        finished,
-        stop: Some(stop),
+        sip: serving.server.sip_addr().expect("a SIP listener"),
+        finished: serving.server.finished_sessions(),
+        serving,
         _dir: dir,
     }
 }
@@ -122,14 +111,6 @@ fn scenario_lines(record: &SessionRecord) -> Vec<String> {
         .into_iter()
         .map(str::to_owned)
         .collect()
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 /// Places one call from sipp (`scenario` to `number`) to a fresh node and
@@ -356,7 +337,7 @@ async fn dial(callee: Sipp, trunk: &str, number: &str) -> (String, Vec<String>) 
     }
     let mut node = node(Some(fields)).await;
     let response = reqwest::Client::new()
-        .post(format!("{}/v1/apps/probe/sessions", node.url))
+        .post(format!("{}/v1/apps/probe/sessions", node.serving.url))
         .bearer_auth(KEY)
         .json(&serde_json::json!({ "custom_data": format!("dial {number}") }))
         .send()
@@ -415,9 +396,9 @@ async fn an_outbound_call_nobody_answers_is_cancelled() {
 #[tokio::test]
 async fn without_a_trunk_dial_is_refused_and_unknown_numbers_get_404() {
     let node = node(None).await;
-    let mut finished = node.server.finished_sessions();
+    let mut finished = node.serving.server.finished_sessions();
     let response = reqwest::Client::new()
-        .post(format!("{}/v1/apps/probe/sessions", node.url))
+        .post(format!("{}/v1/apps/probe/sessions", node.serving.url))
         .bearer_auth(KEY)
         .json(&serde_json::json!({ "custom_data": "dial 555" }))
         .send()
@@ -437,7 +418,7 @@ async fn without_a_trunk_dial_is_refused_and_unknown_numbers_get_404() {
         .finish(SIPP_LIMIT)
         .await
         .unwrap_or_else(|failure| panic!("sipp: {failure}"));
-    let metrics = node.server.runtime().metrics().render();
+    let metrics = node.serving.server.runtime().metrics().render();
     assert!(
         metrics.contains("sessionbox_sip_invites_total{outcome=\"no_route\"} 1"),
         "{metrics}"

@@ -1,8 +1,6 @@
 //! Shared by the integration tests: the guests, a runtime, and ways to wait
 //! for what a session does without sleeping.
 
-#![allow(dead_code)] // Each test binary uses its own part of this module.
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,6 +184,7 @@ pub fn greedy() -> Vec<u8> {
 }
 
 pub mod origin;
+pub mod server;
 pub mod sipp;
 pub mod wat;
 pub mod webhook;
