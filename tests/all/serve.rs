@@ -858,6 +858,10 @@ async fn a_start_beyond_the_tenants_memory_quota_gets_429() {
         refused["error"],
         "tenant lean's sessions use its guest memory quota (64 KiB)"
     );
+    // Refused after its start was committed: gone from the history by the
+    // time the refusal was answered.
+    let (_, listed) = running.get("/v1/sessions", LEAN).await;
+    assert_eq!(listed["sessions"], json!([]), "nothing half-created");
     let metrics = running.metrics().await;
     assert!(
         metrics

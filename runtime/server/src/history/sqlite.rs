@@ -82,8 +82,9 @@ enum Write {
 }
 
 /// Writes held in memory for want of a disk, at most: past this, starts are
-/// refused at once (every held write is a finished session's record, so
-/// the sessions live when the disk failed bound it in practice).
+/// refused at once (every held write is a finished session's record, or
+/// the removal of one that failed to start, so the sessions live when the
+/// disk failed bound it in practice).
 pub const MAX_HELD_WRITES: usize = 10_000;
 
 /// How often held writes are tried again.
@@ -755,6 +756,27 @@ mod tests {
         assert_eq!(storage.log("before").unwrap().len(), 50);
         assert!(storage.session("refused").unwrap().is_none());
         assert!(metrics.render().contains("history_held_writes 0"));
+    }
+
+    #[test]
+    fn forget_answers_once_the_row_is_gone_or_its_removal_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let (storage, _) = SqliteHistory::open(&path, 30, Arc::default()).unwrap();
+        for id in ["gone", "held"] {
+            let started = storage.started(new_session(id));
+            started.blocking_recv().unwrap().unwrap();
+        }
+        storage.forget("gone").blocking_recv().unwrap();
+        assert!(storage.session("gone").unwrap().is_none());
+
+        refuse_writes(&storage, true);
+        storage.forget("held").blocking_recv().unwrap();
+        assert_eq!(storage.health().held_writes, 1);
+        assert!(storage.session("held").unwrap().is_some(), "until written");
+        refuse_writes(&storage, false);
+        storage.flush();
+        assert!(storage.session("held").unwrap().is_none());
     }
 
     #[test]
