@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use crate::support::server::InProcess;
 use crate::support::*;
@@ -14,7 +13,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessionbox::SessionHandle;
 use sessionbox::config::Config;
-use sessionbox::server::{self, Server};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const ACME: &str = "acme-key-0001";
