@@ -30,6 +30,7 @@ pub mod deadline;
 pub mod destination;
 pub mod engine;
 pub mod guest;
+pub mod in_flight;
 pub mod limits;
 pub mod log;
 pub mod metrics;

@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use sessionbox_host::deadline::{BoxError, Deadline};
+use sessionbox_host::in_flight::InFlight;
 
 /// How long a connection asked to close (idle, or after its request) may
 /// take to do so before it is dropped.
@@ -142,12 +143,12 @@ async fn connection<S>(
 {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::default());
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let in_flight = InFlight::default();
     let requests = {
-        let in_flight = Arc::clone(&in_flight);
+        let in_flight = in_flight.clone();
         let body_read_timeout = limits.body_read_timeout;
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let busy = InFlight::start(&in_flight);
+            let busy = in_flight.start();
             let deadline = Instant::now() + body_read_timeout;
             let request =
                 request.map(|body| Body::new(Deadline::new(body, deadline, (), body_timed_out)));
@@ -180,7 +181,7 @@ async fn connection<S>(
                 conn.as_mut().graceful_shutdown();
             }
             () = tokio::time::sleep_until(idle_at), if close_by.is_none() => {
-                if in_flight.load(Ordering::Relaxed) == 0
+                if in_flight.count() == 0
                     && activity.last() + limits.idle_timeout <= Instant::now()
                 {
                     conn.as_mut().graceful_shutdown();
@@ -343,21 +344,5 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// Counts a request in flight on its connection for as long as it lives.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn start(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(counter))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi_http::{
@@ -37,6 +37,7 @@ use super::{Common, Factor, Ledger, Phases, SessionContext, WasiStore};
 use crate::bindings::{Capability, Phase};
 use crate::deadline::Deadline;
 use crate::destination::{self, HostRule};
+use crate::in_flight::InFlight;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 
@@ -48,9 +49,7 @@ pub struct Http {
 impl Http {
     /// Resolves when no outbound request is in flight.
     pub async fn wait_idle(&self) {
-        let mut in_flight = self.policy.in_flight.subscribe();
-        // The sender lives in `self`, so the channel cannot close under us.
-        let _ = in_flight.wait_for(|&n| n == 0).await;
+        self.policy.in_flight.idle().await;
     }
 }
 
@@ -79,7 +78,7 @@ impl Factor for Http {
                 ledger: cx.ledger.clone(),
                 metrics: Arc::clone(cx.metrics),
                 rules: Arc::clone(cx.http_rules),
-                in_flight: Arc::new(watch::Sender::new(0)),
+                in_flight: InFlight::default(),
             },
         }
     }
@@ -120,7 +119,7 @@ struct HttpPolicy {
     /// Turns shared with other sessions (the tenant's), taken after the
     /// session's own so one session's queue does not hold them.
     shared_turns: Option<Arc<Semaphore>>,
-    in_flight: Arc<watch::Sender<usize>>,
+    in_flight: InFlight,
 }
 
 impl HttpPolicy {
@@ -203,7 +202,7 @@ impl WasiHttpHooks for HttpPolicy {
         let limits = Arc::clone(&self.limits);
         let concurrency = Arc::clone(&self.concurrency);
         let shared_turns = self.shared_turns.clone();
-        let in_flight = InFlight::start(&self.in_flight);
+        let in_flight = self.in_flight.start();
         let options = RequestOptions {
             connect_timeout: Some(shorter(
                 options.and_then(|o| o.connect_timeout),
@@ -364,20 +363,4 @@ fn header_section_bytes(headers: &http::HeaderMap) -> usize {
 /// The shorter of the guest's timeout, if it gave one, and the limit.
 fn shorter(guest: Option<std::time::Duration>, limit: std::time::Duration) -> std::time::Duration {
     guest.map_or(limit, |g| g.min(limit))
-}
-
-/// Counts a request in flight for as long as it lives.
-struct InFlight(Arc<watch::Sender<usize>>);
-
-impl InFlight {
-    fn start(counter: &Arc<watch::Sender<usize>>) -> Self {
-        counter.send_modify(|n| *n += 1);
-        InFlight(Arc::clone(counter))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-    }
 }
