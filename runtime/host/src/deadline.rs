@@ -14,9 +14,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `body` until `deadline`, then the error `expired` makes. Holds `guard`
 /// (e.g. a request's concurrency turns) for as long as the body lives.
+///
+/// The timer is armed only once the body makes its reader wait: a body
+/// that is there at once (most requests, read with their head) costs no
+/// timer, and one that trickles is cut off at the same instant.
 pub struct Deadline<B, G> {
     body: B,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
     expired: fn() -> BoxError,
     _guard: G,
 }
@@ -25,7 +30,8 @@ impl<B, G> Deadline<B, G> {
     pub fn new(body: B, deadline: Instant, guard: G, expired: fn() -> BoxError) -> Self {
         Deadline {
             body,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            timer: None,
             expired,
             _guard: guard,
         }
@@ -46,12 +52,24 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        if let Some(timer) = &mut this.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Some(Err((this.expired)())));
         }
-        Pin::new(&mut this.body)
+        let polled = Pin::new(&mut this.body)
             .poll_frame(cx)
-            .map(|frame| frame.map(|frame| frame.map_err(Into::into)))
+            .map(|frame| frame.map(|frame| frame.map_err(Into::into)));
+        if polled.is_pending() {
+            let deadline = this.deadline;
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err((this.expired)())));
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
