@@ -397,6 +397,7 @@ impl Writer {
         // back reads the history's state as it is after this commit.
         let mut done = Vec::new();
         let mut refused = Vec::new();
+        let mut held_forgets = Vec::new();
         if !self.held.is_empty() {
             let held = std::mem::take(&mut self.held);
             match apply(&mut self.db, &held) {
@@ -435,9 +436,7 @@ impl Writer {
                                 refused.push((committed, format!("{error:#}")));
                             }
                             Write::Forget { id, forgotten } => {
-                                if let Some(forgotten) = forgotten {
-                                    let _ = forgotten.send(());
-                                }
+                                held_forgets.extend(forgotten);
                                 self.held.push(Write::Forget {
                                     id,
                                     forgotten: None,
@@ -468,6 +467,9 @@ impl Writer {
         self.metrics.history_held_writes.set(self.held.len() as i64);
         for (committed, error) in refused {
             let _ = committed.send(Err(error));
+        }
+        for forgotten in held_forgets {
+            let _ = forgotten.send(());
         }
         consequences(done);
     }
