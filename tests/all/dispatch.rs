@@ -165,7 +165,7 @@ async fn a_timer_set_by_a_handler_in_the_callers_task_fires() {
             "http-request",
             "(call $set_timeout (i32.const 10) (i32.const 256)) (i32.const 1024)",
         )],
-        r#"(import "sessionbox:scenario/timers@0.1.0" "set-timeout" (func $set_timeout (param i32 i32)))"#,
+        r#"(import "sessionbox:scenario/timers@0.2.0" "set-timeout" (func $set_timeout (param i32 i32)))"#,
         "",
     );
     let scenario = runtime

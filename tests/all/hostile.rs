@@ -15,8 +15,8 @@ use sessionbox::{
 };
 
 const LOG: &str =
-    r#"(import "sessionbox:scenario/logger@0.1.0" "write" (func $log (param i32 i32)))"#;
-const SET_TIMEOUT: &str = r#"(import "sessionbox:scenario/timers@0.1.0" "set-timeout" (func $set_timeout (param i32 i32)))"#;
+    r#"(import "sessionbox:scenario/logger@0.2.0" "write" (func $log (param i32 i32)))"#;
+const SET_TIMEOUT: &str = r#"(import "sessionbox:scenario/timers@0.2.0" "set-timeout" (func $set_timeout (param i32 i32)))"#;
 const LOOP: &str = "(loop (br 0)) unreachable";
 
 fn short_compute() -> Limits {

@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
 use sessionbox::bindings::{Header, HttpRequestEvent};
+use sessionbox::capabilities::AppState;
+use sessionbox::capabilities::storage::AppStorage;
+use sessionbox::capabilities::variables::{Variable, Variables};
+use sessionbox::keyvalue::sqlite::{DEFAULT_CACHE_BYTES, SqliteKeyValue};
 
 use sessionbox::{EngineConfig, IncomingCall, Limits, Notice, Runtime, StartOptions};
 use tokio::sync::mpsc;
@@ -69,6 +75,19 @@ enum Command {
         /// guests need more than the default.
         #[arg(long, value_name = "MIB", default_value_t = Limits::default().memory_bytes >> 20)]
         memory_mib: usize,
+        /// The storage database; the app's store is named after the
+        /// scenario file, so it is kept from run to run. Default:
+        /// ~/.local/share/sessionbox/run-storage.db.
+        #[arg(long, value_name = "FILE")]
+        storage: Option<PathBuf>,
+        /// A variable for `variables.get`. Repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// A secret for `variables.get`, read from the environment variable
+        /// ENV (so it stays off the command line); the log shows `[secret]`
+        /// in its place. Repeatable.
+        #[arg(long = "secret", value_name = "NAME=ENV")]
+        secrets: Vec<String>,
     },
     /// Checks that a component is a valid scenario, without running it.
     Check {
@@ -146,6 +165,9 @@ impl Cli {
                 idle_timeout,
                 allow_private_http,
                 memory_mib,
+                storage,
+                vars,
+                secrets,
             } => {
                 let call = call.as_deref().map(parse_call).transpose()?;
                 let requests = http
@@ -160,7 +182,9 @@ impl Cli {
                 };
                 let runtime = Self::local_runtime(cache_dir, no_cache, &limits)?;
                 let scenario = runtime.load_file(&scenario, limits)?;
-                run_session(&runtime, &scenario, custom_data, call, requests).await
+                let storage = storage.unwrap_or_else(|| demo_dir().join("run-storage.db"));
+                let app = local_app(&runtime, scenario.name(), &storage, &vars, &secrets)?;
+                run_session(&runtime, &scenario, custom_data, call, requests, app).await
             }
         }
     }
@@ -172,11 +196,13 @@ async fn run_session(
     custom_data: String,
     call: Option<IncomingCall>,
     requests: Vec<HttpRequestEvent>,
+    app: AppState,
 ) -> Result<ExitCode> {
     let (observer, mut notices) = mpsc::unbounded_channel();
     let options = StartOptions {
         custom_data,
         observer: Some(observer),
+        app,
         ..StartOptions::default()
     };
     let session = runtime.start(scenario, options).await?;
@@ -246,7 +272,7 @@ async fn serve(
     let (mut config, demo_key) = match config_path {
         Some(path) => (Config::load(path)?, None),
         None => {
-            let (config, key) = server::default_config(demo_database());
+            let (config, key) = server::default_config(&demo_dir());
             (config, Some(key))
         }
     };
@@ -301,13 +327,65 @@ App "demo" runs the bundled remote-control scenario. Try it:
     );
 }
 
-/// Where the default app keeps its history.
-fn demo_database() -> PathBuf {
+/// The app a local run belongs to: its store in `storage`, named `name`,
+/// and its variables (`NAME=VALUE`) and secrets (`NAME=ENV`).
+fn local_app(
+    runtime: &Runtime,
+    name: &str,
+    storage: &std::path::Path,
+    vars: &[String],
+    secrets: &[String],
+) -> Result<AppState> {
+    let split = |spec: &str, what| {
+        spec.split_once('=')
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .with_context(|| format!("{spec:?}: expected {what}"))
+    };
+    let mut variables = std::collections::BTreeMap::new();
+    for spec in vars {
+        let (name, value) = split(spec, "NAME=VALUE")?;
+        variables.insert(
+            name,
+            Variable {
+                value,
+                secret: false,
+            },
+        );
+    }
+    for spec in secrets {
+        let (name, env) = split(spec, "NAME=ENV")?;
+        let value = std::env::var(&env).with_context(|| {
+            format!("--secret {spec}: the environment variable {env} is not set")
+        })?;
+        variables.insert(
+            name,
+            Variable {
+                value,
+                secret: true,
+            },
+        );
+    }
+    if let Some(dir) = storage.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let backend =
+        SqliteKeyValue::open(storage, DEFAULT_CACHE_BYTES, Arc::clone(runtime.metrics()))?;
+    Ok(AppState {
+        storage: Some(AppStorage {
+            app: name.into(),
+            backend: Arc::new(backend),
+        }),
+        variables: Arc::new(Variables::new(variables)),
+    })
+}
+
+/// Where the default app keeps its history and storage.
+fn demo_dir() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("sessionbox").join("demo.db")
+    base.join("sessionbox")
 }
 
 /// Ctrl-C or SIGTERM.

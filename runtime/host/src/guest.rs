@@ -6,10 +6,115 @@
 use wasmtime::AsContextMut;
 
 use crate::bindings::exports::sessionbox::scenario::app_events::Guest;
+use crate::bindings::v0_1::ToV0_1;
+use crate::bindings::v0_1::exports::sessionbox::scenario::app_events::Guest as GuestV0_1;
 use crate::bindings::{
-    CallAlertingEvent, CallId, Message, SocketId, StartedEvent, TimerId, WebsocketEvent,
-    WebsocketFailedEvent,
+    CallAlertingEvent, CallId, HttpRequestEvent, HttpResponse, Message, SocketId, StartedEvent,
+    TimerId, WebsocketEvent, WebsocketFailedEvent,
 };
+use crate::scenario::Instance;
+
+/// A scenario's `app-events`, in the world version it was built for.
+#[derive(Clone, Copy)]
+pub enum AppEvents<'a> {
+    Current(&'a Guest),
+    V0_1(&'a GuestV0_1),
+}
+
+impl<'a> AppEvents<'a> {
+    pub(crate) fn of(instance: &'a Instance) -> Self {
+        match instance {
+            Instance::Current(scenario) => {
+                AppEvents::Current(scenario.sessionbox_scenario_app_events())
+            }
+            Instance::V0_1(scenario) => AppEvents::V0_1(scenario.sessionbox_scenario_app_events()),
+        }
+    }
+
+    /// Calls `http-request`: the scenario's answer.
+    pub async fn http_request<S>(
+        self,
+        store: S,
+        request: &HttpRequestEvent,
+    ) -> wasmtime::Result<HttpResponse>
+    where
+        S: AsContextMut,
+        S::Data: Send,
+    {
+        match self {
+            AppEvents::Current(guest) => guest.call_http_request(store, request).await,
+            AppEvents::V0_1(guest) => {
+                let request = request.to_v0_1();
+                Ok(guest.call_http_request(store, &request).await?.into())
+            }
+        }
+    }
+}
+
+/// An event's record as the current world has it.
+macro_rules! as_is {
+    ($event:expr) => {
+        $event
+    };
+}
+
+/// An event's record as the 0.1.0 world has it.
+macro_rules! to_v0_1 {
+    ($event:expr) => {
+        &$event.to_v0_1()
+    };
+}
+
+/// The one table of exports: each event to its handler, its records made
+/// by `$record!` for the world version `$guest` was built for.
+macro_rules! invoke {
+    ($call:expr, $guest:expr, $store:expr, $record:ident) => {{
+        let (guest, store) = ($guest, $store);
+        match $call {
+            GuestCall::Started(e) => guest.call_started(store, $record!(e)).await,
+            GuestCall::CallAlerting { event, .. } => {
+                guest.call_call_alerting(store, $record!(event)).await
+            }
+            GuestCall::Websocket { event, .. } => {
+                guest.call_websocket(store, $record!(event)).await
+            }
+            GuestCall::NewWebsocketFailed(e) => {
+                guest.call_new_websocket_failed(store, $record!(e)).await
+            }
+            GuestCall::Terminating { .. } => guest.call_terminating(store).await,
+            GuestCall::Terminated => guest.call_terminated(store).await,
+            GuestCall::TimerFired(id) => guest.call_timer_fired(store, *id).await,
+            GuestCall::CallConnected(call) => guest.call_call_connected(store, *call).await,
+            GuestCall::CallDisconnected(call) => guest.call_call_disconnected(store, *call).await,
+            GuestCall::CallFailed { call, code, reason } => {
+                guest.call_call_failed(store, *call, *code, reason).await
+            }
+            GuestCall::CallMessageReceived { call, text } => {
+                guest.call_call_message_received(store, *call, text).await
+            }
+            GuestCall::CallToneReceived { call, tone } => {
+                guest.call_call_tone_received(store, *call, tone).await
+            }
+            GuestCall::CallPlaybackFinished(call) => {
+                guest.call_call_playback_finished(store, *call).await
+            }
+            GuestCall::WebsocketMessage { socket, message } => {
+                guest
+                    .call_websocket_message(store, *socket, $record!(message))
+                    .await
+            }
+            GuestCall::WebsocketClosed {
+                socket,
+                code,
+                reason,
+            } => {
+                guest
+                    .call_websocket_closed(store, *socket, *code, reason)
+                    .await
+            }
+        }
+    }};
+}
 
 /// The kinds of event a scenario receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -189,45 +294,14 @@ impl GuestCall {
     }
 
     /// Calls the guest's handler for it.
-    pub async fn invoke<S>(&self, guest: &Guest, store: S) -> wasmtime::Result<()>
+    pub async fn invoke<S>(&self, guest: AppEvents<'_>, store: S) -> wasmtime::Result<()>
     where
         S: AsContextMut,
         S::Data: Send,
     {
-        match self {
-            Self::Started(e) => guest.call_started(store, e).await,
-            Self::CallAlerting { event, .. } => guest.call_call_alerting(store, event).await,
-            Self::Websocket { event, .. } => guest.call_websocket(store, event).await,
-            Self::NewWebsocketFailed(e) => guest.call_new_websocket_failed(store, e).await,
-            Self::Terminating { .. } => guest.call_terminating(store).await,
-            Self::Terminated => guest.call_terminated(store).await,
-            Self::TimerFired(id) => guest.call_timer_fired(store, *id).await,
-            Self::CallConnected(call) => guest.call_call_connected(store, *call).await,
-            Self::CallDisconnected(call) => guest.call_call_disconnected(store, *call).await,
-            Self::CallFailed { call, code, reason } => {
-                guest.call_call_failed(store, *call, *code, reason).await
-            }
-            Self::CallMessageReceived { call, text } => {
-                guest.call_call_message_received(store, *call, text).await
-            }
-            Self::CallToneReceived { call, tone } => {
-                guest.call_call_tone_received(store, *call, tone).await
-            }
-            Self::CallPlaybackFinished(call) => {
-                guest.call_call_playback_finished(store, *call).await
-            }
-            Self::WebsocketMessage { socket, message } => {
-                guest.call_websocket_message(store, *socket, message).await
-            }
-            Self::WebsocketClosed {
-                socket,
-                code,
-                reason,
-            } => {
-                guest
-                    .call_websocket_closed(store, *socket, *code, reason)
-                    .await
-            }
+        match guest {
+            AppEvents::Current(guest) => invoke!(self, guest, store, as_is),
+            AppEvents::V0_1(guest) => invoke!(self, guest, store, to_v0_1),
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod destination;
 pub mod engine;
 pub mod guest;
 pub mod in_flight;
+pub mod keyvalue;
 pub mod limits;
 pub mod log;
 pub mod metrics;

@@ -75,6 +75,19 @@ pub struct Limits {
     /// Events waiting in a session's queue; past this, new events are refused
     /// to their sender.
     pub queued_events: usize,
+    /// Bytes of one storage key.
+    pub storage_key_bytes: usize,
+    /// Bytes of one storage value.
+    pub storage_value_bytes: usize,
+    /// The longest TTL a storage key may be given.
+    #[serde(with = "millis")]
+    pub storage_max_ttl: Duration,
+    /// Keys the app's storage holds at most (an app-wide quota).
+    pub storage_keys: u64,
+    /// Bytes of keys and values the app's storage holds at most.
+    pub storage_bytes: u64,
+    /// Storage operations one handler may make.
+    pub storage_ops_per_handler: usize,
 }
 
 impl Default for Limits {
@@ -107,6 +120,12 @@ impl Default for Limits {
             resources: 10_000,
             http_allow: vec!["*".into()],
             http_allow_private: false,
+            storage_key_bytes: 200,
+            storage_value_bytes: 2_000,
+            storage_max_ttl: Duration::from_secs(90 * 86_400),
+            storage_keys: 10_000,
+            storage_bytes: 10 << 20,
+            storage_ops_per_handler: 1_000,
         }
     }
 }

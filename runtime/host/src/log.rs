@@ -4,6 +4,7 @@
 //! the WASI output streams, and passed on line by line as it grows (to the
 //! session's observer).
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -65,6 +66,34 @@ pub struct LogContents {
 /// Refusals noted in a session's log before the rest are only counted.
 pub const MAX_REFUSAL_NOTES: u32 = 100;
 
+/// What the log never shows: the values of the app's secrets, each
+/// written as `[secret]` wherever it appears in a line.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(Arc<[String]>);
+
+pub const SECRET_MARK: &str = "[secret]";
+
+impl Secrets {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Self {
+        let mut values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
+        // The longest first: a secret that contains another is hidden whole.
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values.dedup();
+        Secrets(values.into())
+    }
+
+    /// `text` with every secret in it replaced.
+    pub fn hide<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut text = Cow::Borrowed(text);
+        for secret in self.0.iter() {
+            if text.contains(secret.as_str()) {
+                text = Cow::Owned(text.replace(secret.as_str(), SECRET_MARK));
+            }
+        }
+        text
+    }
+}
+
 /// A handle to one session's log; clones share it.
 #[derive(Clone)]
 pub struct SessionLog(Arc<Mutex<LogState>>);
@@ -78,6 +107,7 @@ struct LogState {
     /// Refusals noted so far (see `note_refusal`).
     refusals_noted: u32,
     on_line: Option<LineSink>,
+    secrets: Secrets,
 }
 
 impl SessionLog {
@@ -95,13 +125,21 @@ impl SessionLog {
             budget_bytes,
             refusals_noted: 0,
             on_line,
+            secrets: Secrets::default(),
         })))
     }
 
-    /// Appends one line, truncated to the line limit (and saying so).
+    /// The log, hiding `secrets` in every line written from now on.
+    pub(crate) fn hiding(self, secrets: Secrets) -> Self {
+        self.0.locked().secrets = secrets;
+        self
+    }
+
+    /// Appends one line, its secrets hidden, truncated to the line limit
+    /// (and saying so).
     pub fn write(&self, source: LogSource, text: &str) {
         let mut state = self.0.locked();
-        let text = truncate(text, state.line_chars);
+        let text = truncate(&state.secrets.hide(text), state.line_chars);
         if state.bytes + text.len() > state.budget_bytes {
             state.contents.dropped_lines += 1;
             return;
@@ -171,6 +209,22 @@ mod tests {
         assert_eq!(
             truncate("héllo wörld", 5),
             "héllo [truncated: 6 more characters]"
+        );
+    }
+
+    #[test]
+    fn secrets_are_hidden_in_every_line() {
+        let secrets = Secrets::new(["tok".to_owned(), "token-123".to_owned(), String::new()]);
+        let log = SessionLog::new(Instant::now(), 100, 1000, None).hiding(secrets);
+        log.write(LogSource::Scenario, "auth token-123 and tok, twice: tok");
+        log.write(LogSource::Stdout, "nothing here");
+        let lines: Vec<_> = log.take().lines.into_iter().map(|l| l.text).collect();
+        assert_eq!(
+            lines,
+            [
+                "auth [secret] and [secret], twice: [secret]",
+                "nothing here"
+            ]
         );
     }
 

@@ -46,6 +46,19 @@ pub struct TenantLaneLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    /// `get`, `set`, `delete`, `increment`, `compare-and-set`, `list-keys`.
+    pub op: &'static str,
+    /// `ok`, or the kind of refusal (`phase`, `rule`, `quota`, `full`, ...).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishLabels {
     pub reason: &'static str,
 }
@@ -77,6 +90,9 @@ pub struct Metrics {
     pub tenant_cpu_demoted: Family<TenantLabels, Gauge>,
     pub history_held_writes: Gauge,
     pub history_write_failures: Counter,
+    pub storage_operations: Family<StorageLabels, Counter>,
+    pub storage_bytes: Family<AppLabels, Gauge>,
+    pub storage_keys: Family<AppLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -99,6 +115,9 @@ impl Default for Metrics {
             tenant_cpu_demoted: Family::default(),
             history_held_writes: Gauge::default(),
             history_write_failures: Counter::default(),
+            storage_operations: Family::default(),
+            storage_bytes: Family::default(),
+            storage_keys: Family::default(),
             registry: Registry::default(),
         };
         // Each metric once, under its name and help text.
@@ -131,6 +150,11 @@ impl Default for Metrics {
                 => metrics.history_held_writes;
             "history_write_failures", "Failed attempts to write the session history"
                 => metrics.history_write_failures;
+            "storage_operations", "Scenarios' storage operations, by operation and outcome \
+                (ok, or the kind of refusal)" => metrics.storage_operations;
+            "storage_bytes", "Bytes of keys and values an app's storage holds"
+                => metrics.storage_bytes;
+            "storage_keys", "Keys an app's storage holds" => metrics.storage_keys;
         }
         let events_by_kind = EventKind::ALL
             .iter()

@@ -13,7 +13,7 @@ use wasmtime::{Engine, Store};
 use crate::budget::{Budget, MemoryLimit};
 use crate::cache::{CacheStats, ComponentCache, content_hash};
 use crate::capabilities::calls::LiveCalls;
-use crate::capabilities::{Ledger, SessionContext};
+use crate::capabilities::{AppState, Ledger, SessionContext};
 use crate::cpu::DEFAULT_WEIGHT;
 use crate::cpu::{EpochClock, FIRST_SLICE_TICKS, Lanes, TenantCpu};
 use crate::destination::HostRule;
@@ -61,6 +61,9 @@ pub struct StartOptions {
     /// Limits this session shares with others (its tenant's), on top of its
     /// own.
     pub shared: Option<Arc<SharedLimits>>,
+    /// What it shares with the other sessions of its app: storage and
+    /// variables (by default neither).
+    pub app: AppState,
 }
 
 /// Whether `custom_data` fits the scenario's limit: checked by
@@ -251,7 +254,8 @@ impl Runtime {
             limits.log_line_chars,
             limits.log_bytes,
             options.observer.clone().map(log_lines_to),
-        );
+        )
+        .hiding(options.app.variables.secrets().clone());
         let mailbox = Arc::new(Mailbox::new(limits.queued_events));
         let call_events: Arc<dyn CallEvents> = Arc::new(EventSink(Arc::downgrade(&mailbox)));
         let live_calls = Arc::new(LiveCalls::default());
@@ -273,6 +277,7 @@ impl Runtime {
             dialer: &self.dialer,
             call_events: &call_events,
             live_calls: &live_calls,
+            app: &options.app,
         };
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resources);
@@ -290,7 +295,7 @@ impl Runtime {
         // A component's start functions are guest code like any handler's.
         let pre = scenario.pre.clone();
         let instantiating = lane.laned(async move {
-            let instantiated = pre.instantiate_async(&mut store).await;
+            let instantiated = pre.instantiate(&mut store).await;
             (store, instantiated)
         });
         let (store, instantiated) = instantiating.await;

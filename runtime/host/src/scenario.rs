@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::bindings::ScenarioPre;
+use crate::bindings::{self, ScenarioPre, v0_1};
 use crate::destination::HostRule;
 use crate::limits::Limits;
 use crate::store::SessionState;
@@ -19,7 +19,7 @@ pub struct Scenario {
     pub(crate) limits: Arc<Limits>,
     /// `limits.http_allow`, parsed.
     pub(crate) http_rules: Arc<[HostRule]>,
-    pub(crate) pre: ScenarioPre<SessionState>,
+    pub(crate) pre: Prelinked,
 }
 
 impl Scenario {
@@ -67,19 +67,51 @@ pub(crate) fn check_bytes(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A component pre-linked for the version of the scenario world it was
+/// built for.
+#[derive(Clone)]
+pub(crate) enum Prelinked {
+    Current(ScenarioPre<SessionState>),
+    V0_1(v0_1::ScenarioPre<SessionState>),
+}
+
+/// An instance, with the exports of its world version.
+pub(crate) enum Instance {
+    Current(bindings::Scenario),
+    V0_1(v0_1::Scenario),
+}
+
+impl Prelinked {
+    pub async fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<SessionState>,
+    ) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Prelinked::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            Prelinked::V0_1(pre) => Instance::V0_1(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
 /// Pre-links a compiled component against the host: every import must be
-/// one the world offers, and the `app-events` export must be there.
+/// one a world version offers, and that version's `app-events` export must
+/// be there.
 pub(crate) fn prelink(
     linker: &wasmtime::component::Linker<SessionState>,
     component: &wasmtime::component::Component,
-) -> Result<ScenarioPre<SessionState>> {
+) -> Result<Prelinked> {
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{}", one_line(&e)))
         .context("imports something the scenario world does not offer")?;
-    ScenarioPre::new(pre)
-        .map_err(|e| anyhow!("{}", one_line(&e)))
-        .context("does not export the scenario world's `app-events` as expected")
+    match ScenarioPre::new(pre.clone()) {
+        Ok(current) => Ok(Prelinked::Current(current)),
+        Err(current_error) => match v0_1::ScenarioPre::new(pre) {
+            Ok(old) => Ok(Prelinked::V0_1(old)),
+            Err(_) => Err(anyhow!("{}", one_line(&current_error)))
+                .context("does not export the scenario world's `app-events` as expected"),
+        },
+    }
 }
 
 /// A wasmtime error's chain on one line.

@@ -11,12 +11,15 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::Phase;
 use crate::bindings::sessionbox::scenario::types;
+use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::budget::{Budget, at_epoch_deadline};
 use crate::capabilities::calls::Calls;
 use crate::capabilities::http::Http;
 use crate::capabilities::logger::Logger;
 use crate::capabilities::session::SessionFacts;
+use crate::capabilities::storage::Storage;
 use crate::capabilities::timers::Timers;
+use crate::capabilities::variables::AppVariables;
 use crate::capabilities::wasi::Wasi;
 use crate::capabilities::websockets::Websockets;
 use crate::capabilities::{Common, Factor, Gate, SessionContext, WasiStore};
@@ -50,6 +53,10 @@ macro_rules! factors {
             fn terminating(&mut self) {
                 $(self.$name.terminating();)*
             }
+
+            fn handler_begins(&mut self) {
+                $(self.$name.handler_begins();)*
+            }
         }
 
         fn link_factors(linker: &mut Linker<SessionState>) -> wasmtime::Result<()> {
@@ -69,6 +76,8 @@ factors! {
     calls: Calls,
     websockets: Websockets,
     http: Http,
+    storage: Storage,
+    variables: AppVariables,
     wasi: Wasi,
 }
 
@@ -77,6 +86,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<SessionState>> 
     let mut linker = Linker::new(engine);
     link_factors(&mut linker)?;
     types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    v0_1::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
 
@@ -105,6 +115,13 @@ impl SessionState {
             table: &mut self.table,
         };
         (common, &mut self.factors)
+    }
+
+    /// A handler is about to run: a fresh compute budget, and what the
+    /// capabilities count per handler starts over.
+    pub(crate) fn begin_handler(&mut self) {
+        self.budget.reset();
+        self.factors.handler_begins();
     }
 
     /// Enters Terminating: what the capabilities hold (timers, calls,

@@ -1,6 +1,8 @@
 //! The management API (`/v1`, JSON, a tenant's API key as bearer token),
 //! the access URLs (`/s/...`) and `/metrics`.
 
+mod storage;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,6 +53,11 @@ fn router(server: Arc<Server>) -> Router {
         .route(
             "/v1/apps/{app}/scenario",
             put(replace_scenario).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/v1/apps/{app}/storage", get(storage::list))
+        .route(
+            "/v1/apps/{app}/storage/{*key}",
+            get(storage::get).put(storage::put).delete(storage::delete),
         )
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", get(session))

@@ -9,6 +9,9 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 
 use crate::config::{AppConfig, BUNDLED, Config, TenantConfig};
+use sessionbox_host::capabilities::AppState;
+use sessionbox_host::capabilities::storage::AppStorage;
+use sessionbox_host::keyvalue::KeyValue;
 use sessionbox_host::runtime::Runtime;
 use sessionbox_host::scenario::Scenario;
 use sessionbox_host::sync::RwLockExt;
@@ -21,6 +24,8 @@ pub const BUNDLED_SCENARIO: &[u8] = include_bytes!("../../assets/remote-control.
 pub(crate) struct App {
     pub tenant: String,
     pub scenario: Arc<Scenario>,
+    /// What its sessions share: its storage and variables.
+    pub state: AppState,
     /// The file the scenario was loaded from and its modification time,
     /// watched for changes (None for the bundled scenario).
     file: Option<(PathBuf, Option<SystemTime>)>,
@@ -34,8 +39,8 @@ pub(crate) struct Apps {
 
 impl Apps {
     /// Loads every app's scenario (each validated; a bad one is an error
-    /// that names it).
-    pub fn load(config: &Config, runtime: &Runtime) -> Result<Apps> {
+    /// that names it). Each app's store is its own in `storage`.
+    pub fn load(config: &Config, runtime: &Runtime, storage: &Arc<dyn KeyValue>) -> Result<Apps> {
         let mut apps = BTreeMap::new();
         for (name, app) in &config.apps {
             let file = (app.scenario.as_os_str() != BUNDLED)
@@ -46,6 +51,13 @@ impl Apps {
                 App {
                     tenant: app.tenant.clone(),
                     scenario,
+                    state: AppState {
+                        storage: Some(AppStorage {
+                            app: name.as_str().into(),
+                            backend: Arc::clone(storage),
+                        }),
+                        variables: Arc::clone(&app.resolved_variables),
+                    },
                     file,
                 },
             );

@@ -13,6 +13,9 @@
 //! tenant = "acme"
 //! scenario = "scenarios/support.wasm"   # relative to this file
 //! limits = { idle_timeout = 30000 }      # milliseconds; see `Limits`
+//! # Read by the scenario's `variables.get`; values from the environment
+//! # or a file are secrets, never shown in logs.
+//! variables = { greeting = "Hello", token = { env = "ACME_TOKEN" } }
 //!
 //! [sip]                                  # off unless present
 //! listen = "127.0.0.1:5060"              # UDP and TCP
@@ -26,7 +29,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use toml::Spanned;
 
+use sessionbox_host::capabilities::variables::{Variable, Variables};
 use sessionbox_host::limits::Limits;
 use sessionbox_sip::Trunk;
 
@@ -80,6 +85,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// The SQLite database of session history and logs.
     pub database: PathBuf,
+    /// The SQLite database of the apps' key-value storage; by default
+    /// beside `database`, named after it (`sessionbox-storage.db`).
+    pub storage: Option<PathBuf>,
     /// Finished sessions (and their logs) are kept this many days.
     pub retention_days: u32,
     /// On shutdown, live sessions get this long (ms) to run Terminating
@@ -113,6 +121,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             database: PathBuf::from("sessionbox.db"),
+            storage: None,
             retention_days: 30,
             shutdown_deadline: 10_000,
             max_sessions: 1_000,
@@ -125,6 +134,20 @@ impl Default for ServerConfig {
             body_read_timeout: 60_000,
             idle_timeout: 60_000,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Where the apps' storage is.
+    pub fn storage_path(&self) -> PathBuf {
+        self.storage.clone().unwrap_or_else(|| {
+            let stem = self
+                .database
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy();
+            self.database.with_file_name(format!("{stem}-storage.db"))
+        })
     }
 }
 
@@ -177,6 +200,22 @@ pub struct AppConfig {
     pub scenario: PathBuf,
     #[serde(default)]
     pub limits: Limits,
+    /// What the scenario reads with `variables.get`, by name.
+    #[serde(default)]
+    pub variables: BTreeMap<String, Spanned<VariableSource>>,
+    /// The variables' values, read when the config is.
+    #[serde(skip)]
+    pub resolved_variables: std::sync::Arc<Variables>,
+}
+
+/// Where a variable's value comes from: the config itself (a plain value),
+/// or, for a secret, the node's environment or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum VariableSource {
+    Value(String),
+    Env { env: String },
+    File { file: PathBuf },
 }
 
 /// The `scenario` value that names the scenario built into the binary.
@@ -188,8 +227,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config = Config::parse(&text).with_context(|| format!("{}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let mut config =
+            Config::parse_in(&text, base).with_context(|| format!("{}", path.display()))?;
         for app in config.apps.values_mut() {
             if app.scenario.is_relative() && app.scenario.as_os_str() != BUNDLED {
                 app.scenario = base.join(&app.scenario);
@@ -198,9 +238,19 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses a config whose relative paths are relative to the current
+    /// directory.
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Config::parse_in(text, Path::new("."))
+    }
+
+    /// Parses a config; `base` is where its relative variable files are.
+    fn parse_in(text: &str, base: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.check()?;
+        for (name, app) in &mut config.apps {
+            app.resolved_variables = resolve_variables(name, &app.variables, text, base)?.into();
+        }
         Ok(config)
     }
 
@@ -253,6 +303,46 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads an app's variables: plain values as written, secrets from the
+/// environment or their file (less one trailing newline). One that cannot
+/// be read is an error naming its key and line.
+fn resolve_variables(
+    app: &str,
+    sources: &BTreeMap<String, Spanned<VariableSource>>,
+    text: &str,
+    base: &Path,
+) -> Result<Variables> {
+    let mut variables = BTreeMap::new();
+    for (name, source) in sources {
+        let line = text[..source.span().start].matches('\n').count() + 1;
+        let at = || format!("apps.{app}.variables.{name} (line {line})");
+        let variable = match source.get_ref() {
+            VariableSource::Value(value) => Variable {
+                value: value.clone(),
+                secret: false,
+            },
+            VariableSource::Env { env } => Variable {
+                value: std::env::var(env).with_context(|| {
+                    format!("{}: the environment variable {env} is not set", at())
+                })?,
+                secret: true,
+            },
+            VariableSource::File { file } => {
+                let path = base.join(file);
+                let value = std::fs::read_to_string(&path)
+                    .with_context(|| format!("{}: reading {}", at(), path.display()))?;
+                let value = value.strip_suffix('\n').unwrap_or(&value);
+                Variable {
+                    value: value.strip_suffix('\r').unwrap_or(value).to_owned(),
+                    secret: true,
+                }
+            }
+        };
+        variables.insert(name.clone(), variable);
+    }
+    Ok(Variables::new(variables))
 }
 
 #[cfg(test)]
@@ -323,6 +413,53 @@ mod tests {
             bad_pattern.starts_with("sip.routes[0].number: "),
             "{bad_pattern}"
         );
+    }
+
+    #[test]
+    fn variables_come_from_the_config_the_environment_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "file-secret\n").unwrap();
+        // SAFETY: set before any thread of this test reads the environment;
+        // the name is this test's own.
+        unsafe { std::env::set_var("SESSIONBOX_TEST_SECRET", "env-secret") };
+        let base = "[tenants.a]\napi_keys = [\"key-of-a\"]\n[apps.x]\ntenant = \"a\"\nscenario = \"x.wasm\"\n";
+        let config = Config::parse_in(
+            &format!(
+                "{base}variables = {{ plain = \"hi\", env = {{ env = \"SESSIONBOX_TEST_SECRET\" }}, file = {{ file = \"token\" }} }}\n"
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        let variables = &config.apps["x"].resolved_variables;
+        let value = |name| {
+            let variable = variables.get(name).unwrap();
+            (variable.value.as_str(), variable.secret)
+        };
+        assert_eq!(value("plain"), ("hi", false));
+        assert_eq!(value("env"), ("env-secret", true));
+        assert_eq!(value("file"), ("file-secret", true));
+
+        let missing = format!(
+            "{base}\n[apps.x.variables]\nok = \"fine\"\ntoken = {{ env = \"SESSIONBOX_TEST_UNSET\" }}\n"
+        );
+        let error = format!("{:#}", Config::parse(&missing).unwrap_err());
+        assert!(
+            error.starts_with("apps.x.variables.token (line 9): the environment variable SESSIONBOX_TEST_UNSET is not set"),
+            "{error}"
+        );
+        let error = format!(
+            "{:#}",
+            Config::parse_in(
+                &format!("{base}variables = {{ t = {{ file = \"nope\" }} }}\n"),
+                dir.path()
+            )
+            .unwrap_err()
+        );
+        assert!(
+            error.starts_with("apps.x.variables.t (line 6): reading "),
+            "{error}"
+        );
+        assert!(error.contains("nope"), "{error}");
     }
 
     #[test]

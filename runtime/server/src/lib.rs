@@ -18,7 +18,7 @@ mod quota;
 mod sip;
 mod start;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ use crate::history::{History, SqliteHistory, StoredSession};
 use crate::live::{Access, LiveSessions};
 use sessionbox_host::cache::ComponentCache;
 use sessionbox_host::engine::EngineConfig;
+use sessionbox_host::keyvalue::KeyValue;
+use sessionbox_host::keyvalue::sqlite::{DEFAULT_CACHE_BYTES, SqliteKeyValue};
 use sessionbox_host::runtime::{Runtime, random_token};
 use sessionbox_host::session::{SessionHandle, SessionRecord};
 
@@ -98,10 +100,18 @@ impl Server {
             }
             _ => {}
         }
-        let apps = Apps::load(&config, &runtime)?;
-        if let Some(dir) = settings.database.parent() {
-            std::fs::create_dir_all(dir).ok();
+        let storage_path = settings.storage_path();
+        for database in [&settings.database, &storage_path] {
+            if let Some(dir) = database.parent() {
+                std::fs::create_dir_all(dir).ok();
+            }
         }
+        let storage: Arc<dyn KeyValue> = Arc::new(SqliteKeyValue::open(
+            &storage_path,
+            DEFAULT_CACHE_BYTES,
+            Arc::clone(runtime.metrics()),
+        )?);
+        let apps = Apps::load(&config, &runtime, &storage)?;
         let (history, interrupted) = SqliteHistory::open(
             &settings.database,
             settings.retention_days,
@@ -187,7 +197,7 @@ impl Server {
     }
 
     /// The tenant's app named `name` (another tenant's app is not found).
-    fn app(&self, tenant: &str, name: &str) -> Option<App> {
+    pub(crate) fn app(&self, tenant: &str, name: &str) -> Option<App> {
         self.apps.of_tenant(tenant, name)
     }
 
@@ -272,11 +282,12 @@ impl Server {
 }
 
 /// The configuration `serve` uses when given none: tenant `demo` with a
-/// fresh random API key, and app `demo` running the bundled scenario.
-pub fn default_config(database: PathBuf) -> (Config, String) {
+/// fresh random API key, and app `demo` running the bundled scenario; its
+/// history (and storage, beside it) in `dir`.
+pub fn default_config(dir: &Path) -> (Config, String) {
     let key = format!("demo-{}", random_token());
     let mut config = Config::default();
-    config.server.database = database;
+    config.server.database = dir.join("demo.db");
     config.tenants.insert(
         "demo".into(),
         TenantConfig {
@@ -290,6 +301,8 @@ pub fn default_config(database: PathBuf) -> (Config, String) {
             tenant: "demo".into(),
             scenario: PathBuf::from(BUNDLED),
             limits: Default::default(),
+            variables: Default::default(),
+            resolved_variables: Default::default(),
         },
     );
     (config, key)

@@ -82,6 +82,7 @@ impl Server {
             observer: None,
             on_finish: Some(on_finish),
             shared: self.quotas.shared(&app.tenant),
+            app: app.state.clone(),
         };
         let access_url = options.access_url.clone();
         let handle = match self.runtime.start(&app.scenario, options).await {

@@ -78,7 +78,7 @@ pub fn scenario(handlers: &[(&str, &str)], imports: &str, functions: &str) -> Ve
         };
         let body = handlers.get(name).copied().unwrap_or(&default);
         wat.push_str(&format!(
-            "  (func (export \"sessionbox:scenario/app-events@0.1.0#{name}\") {params} {result}\n    {body})\n"
+            "  (func (export \"sessionbox:scenario/app-events@0.2.0#{name}\") {params} {result}\n    {body})\n"
         ));
     }
     wat.push_str(")\n");

@@ -69,7 +69,7 @@ impl Bare {
         let mut linker = Linker::<BareState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
         linker
-            .instance("sessionbox:scenario/logger@0.1.0")
+            .instance("sessionbox:scenario/logger@0.2.0")
             .unwrap()
             .func_wrap("write", |mut store, (_message,): (String,)| {
                 store.data_mut().log_lines.fetch_add(1, Ordering::Relaxed);

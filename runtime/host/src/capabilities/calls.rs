@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
-use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
+use super::{Common, Factor, Gate, Phases, Refused, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::calls::{self, CallState, DialOptions};
+use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{CallAlertingEvent, CallHandle, CallId, Capability, Refusal};
 use crate::destination::HostRule;
 use crate::guest::GuestCall;
@@ -137,7 +138,7 @@ impl Calls {
             // As VoxEngine does.
             link.act(CallAction::Reject { code: 403 });
             self.live.remove(call);
-            common.gate.refuse(Capability::Calls, reason);
+            common.gate.refuse(Capability::Calls, Refused::rule(reason));
             return Ok(None);
         }
         self.attempts += 1;
@@ -405,7 +406,8 @@ impl Factor for Calls {
         linker: &mut Linker<T>,
         get: fn(&mut T) -> CallsView<'_>,
     ) -> wasmtime::Result<()> {
-        calls::add_to_linker::<T, Calls>(linker, get)
+        calls::add_to_linker::<T, Calls>(linker, get)?;
+        v0_1::calls::add_to_linker::<T, Calls>(linker, get)
     }
 
     /// Ends every live call without telling the scenario (the session's

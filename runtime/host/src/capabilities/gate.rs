@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::bindings::{Capability, Phase, Refusal};
+use crate::bindings::{Capability, Phase, Refusal, RefusalKind};
 use crate::log::SessionLog;
 use crate::metrics::Metrics;
 use crate::sync::MutexExt;
@@ -68,28 +68,75 @@ impl Gate {
     }
 
     /// Admits one use of `capability` if the phase allows it and then
-    /// `rule` does; counts the use, or refuses with the reason.
+    /// `rule` does; counts the use, or refuses with the reason (a
+    /// [`RefusalKind::Rule`]).
     pub fn admit(
         &self,
         capability: Capability,
         phases: Phases,
         rule: impl FnOnce() -> Result<(), String>,
     ) -> Result<(), Refusal> {
-        match phases.check(self.phase).and_then(|()| rule()) {
-            Ok(()) => {
+        self.admit_unless(capability, phases, || rule().map_err(Refused::rule))
+    }
+
+    /// [`Gate::admit`] for rules that say which kind of refusal they make.
+    pub fn admit_unless(
+        &self,
+        capability: Capability,
+        phases: Phases,
+        rule: impl FnOnce() -> Result<(), Refused>,
+    ) -> Result<(), Refusal> {
+        self.book(capability, self.check(phases).and_then(|()| rule()))
+    }
+
+    /// Whether the phase allows a capability, without booking anything:
+    /// for a use whose outcome is known only later (see [`Gate::book`]).
+    pub fn check(&self, phases: Phases) -> Result<(), Refused> {
+        phases.check(self.phase).map_err(|reason| Refused {
+            kind: RefusalKind::Phase,
+            reason,
+        })
+    }
+
+    /// Books one use of `capability` that ended in `outcome`.
+    pub fn book<T>(
+        &self,
+        capability: Capability,
+        outcome: Result<T, Refused>,
+    ) -> Result<T, Refusal> {
+        match outcome {
+            Ok(value) => {
                 self.ledger.count_use(capability);
-                Ok(())
+                Ok(value)
             }
-            Err(reason) => Err(self.refuse(capability, reason)),
+            Err(refused) => Err(self.refuse(capability, refused)),
         }
     }
 
-    /// Refuses `capability` in the current phase, for `reason`.
-    pub fn refuse(&self, capability: Capability, reason: String) -> Refusal {
-        self.ledger.refuse(capability, self.phase, &reason);
+    /// Refuses `capability` in the current phase.
+    pub fn refuse(&self, capability: Capability, refused: Refused) -> Refusal {
+        self.ledger.refuse(capability, self.phase, &refused.reason);
         Refusal {
             capability,
             phase: self.phase,
+            kind: refused.kind,
+            reason: refused.reason,
+        }
+    }
+}
+
+/// Why a rule refused: the kind of refusal, and a sentence for a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: RefusalKind,
+    pub reason: String,
+}
+
+impl Refused {
+    /// A refusal by a rule or limit of the capability.
+    pub fn rule(reason: String) -> Self {
+        Refused {
+            kind: RefusalKind::Rule,
             reason,
         }
     }
@@ -180,6 +227,19 @@ pub fn capability_name(capability: Capability) -> &'static str {
         Capability::Calls => "calls",
         Capability::Websockets => "websockets",
         Capability::Http => "http",
+        Capability::Storage => "storage",
+        Capability::Variables => "variables",
+    }
+}
+
+pub fn refusal_kind_name(kind: RefusalKind) -> &'static str {
+    match kind {
+        RefusalKind::Phase => "phase",
+        RefusalKind::Rule => "rule",
+        RefusalKind::Quota => "quota",
+        RefusalKind::Unknown => "unknown",
+        RefusalKind::Full => "full",
+        RefusalKind::Unavailable => "unavailable",
     }
 }
 
@@ -245,12 +305,14 @@ mod tests {
             .admit(Capability::Timers, timers, || Err("too many".into()))
             .unwrap_err();
         assert_eq!(refusal.reason, "too many");
+        assert_eq!(refusal.kind, RefusalKind::Rule);
         gate.set_phase(Phase::Terminated);
         let refusal = gate
             .admit(Capability::Timers, timers, || Ok(()))
             .unwrap_err();
         assert_eq!(refusal.reason, ONLY_THE_LOGGER);
         assert_eq!(refusal.phase, Phase::Terminated);
+        assert_eq!(refusal.kind, RefusalKind::Phase);
 
         let meter = gate.ledger().meter_now();
         assert_eq!(meter.uses["timers"], 1);

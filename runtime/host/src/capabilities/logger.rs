@@ -5,6 +5,7 @@ use wasmtime::component::{HasData, Linker};
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::Capability;
 use crate::bindings::sessionbox::scenario::logger;
+use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::log::{LogSource, SessionLog};
 
 pub struct Logger {
@@ -40,7 +41,8 @@ impl Factor for Logger {
         linker: &mut Linker<T>,
         get: fn(&mut T) -> LoggerView<'_>,
     ) -> wasmtime::Result<()> {
-        logger::add_to_linker::<T, Logger>(linker, get)
+        logger::add_to_linker::<T, Logger>(linker, get)?;
+        v0_1::logger::add_to_linker::<T, Logger>(linker, get)
     }
 }
 

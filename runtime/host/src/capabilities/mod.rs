@@ -11,7 +11,9 @@ pub mod gate;
 pub mod http;
 pub mod logger;
 pub mod session;
+pub mod storage;
 pub mod timers;
+pub mod variables;
 pub mod wasi;
 pub mod websockets;
 
@@ -21,7 +23,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi_http::WasiHttpView;
 
-pub use gate::{Gate, Ledger, Meter, Phases};
+pub use gate::{Gate, Ledger, Meter, Phases, Refused};
 
 use crate::destination::HostRule;
 use crate::limits::Limits;
@@ -51,6 +53,18 @@ pub trait Factor: Sized + Send + 'static {
     /// The session began terminating: what it still holds (timers, calls,
     /// sockets) ends now.
     fn terminating(&mut self) {}
+
+    /// A handler is about to run: what is counted per handler starts over.
+    fn handler_begins(&mut self) {}
+}
+
+/// What the sessions of one app share besides their scenario: its
+/// key-value store (none: storage is refused as unavailable) and its
+/// variables.
+#[derive(Clone, Default)]
+pub struct AppState {
+    pub storage: Option<storage::AppStorage>,
+    pub variables: Arc<variables::Variables>,
 }
 
 /// What every capability's view shares: the gate and the table of the
@@ -79,6 +93,8 @@ pub struct SessionContext<'a> {
     pub call_events: &'a Arc<dyn CallEvents>,
     /// The session's live calls, as its handle sees them.
     pub live_calls: &'a Arc<calls::LiveCalls>,
+    /// What the session shares with the other sessions of its app.
+    pub app: &'a AppState,
 }
 
 /// A store's data that the WASI pieces can link against: they take
@@ -91,7 +107,7 @@ pub trait WasiStore: WasiView + WasiHttpView + Send + 'static {}
 pub(crate) mod fixture {
     use std::sync::{Arc, Mutex};
 
-    use super::{Ledger, SessionContext, calls::LiveCalls};
+    use super::{AppState, Ledger, SessionContext, calls::LiveCalls};
     use crate::bindings::CallId;
     use crate::destination::HostRule;
     use crate::limits::Limits;
@@ -126,6 +142,7 @@ pub(crate) mod fixture {
         pub received: Arc<Received>,
         call_events: Arc<dyn CallEvents>,
         pub live_calls: Arc<LiveCalls>,
+        pub app: AppState,
     }
 
     impl Fixture {
@@ -143,6 +160,7 @@ pub(crate) mod fixture {
                 call_events: Arc::clone(&received) as Arc<dyn CallEvents>,
                 received,
                 live_calls: Arc::default(),
+                app: AppState::default(),
             }
         }
 
@@ -160,6 +178,7 @@ pub(crate) mod fixture {
                 dialer: &self.dialer,
                 call_events: &self.call_events,
                 live_calls: &self.live_calls,
+                app: &self.app,
             }
         }
 

@@ -8,6 +8,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::session;
+use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{Capability, Phase, Refusal};
 
 /// What a session knows about itself.
@@ -69,7 +70,8 @@ impl Factor for SessionFacts {
         linker: &mut Linker<T>,
         get: fn(&mut T) -> SessionView<'_>,
     ) -> wasmtime::Result<()> {
-        session::add_to_linker::<T, SessionFacts>(linker, get)
+        session::add_to_linker::<T, SessionFacts>(linker, get)?;
+        v0_1::session::add_to_linker::<T, SessionFacts>(linker, get)
     }
 }
 

@@ -13,6 +13,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::timers;
+use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{Capability, Refusal, TimerId};
 use crate::guest::GuestCall;
 
@@ -119,7 +120,8 @@ impl Factor for Timers {
         linker: &mut Linker<T>,
         get: fn(&mut T) -> TimersView<'_>,
     ) -> wasmtime::Result<()> {
-        timers::add_to_linker::<T, Timers>(linker, get)
+        timers::add_to_linker::<T, Timers>(linker, get)?;
+        v0_1::timers::add_to_linker::<T, Timers>(linker, get)
     }
 
     fn terminating(&mut self) {

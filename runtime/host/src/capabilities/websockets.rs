@@ -14,6 +14,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTabl
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::sessionbox::scenario::websockets;
+use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{
     Capability, Header, Message, Refusal, SocketHandle, SocketId, WebsocketEvent,
     WebsocketFailedEvent,
@@ -197,7 +198,8 @@ impl Factor for Websockets {
         linker: &mut Linker<T>,
         get: fn(&mut T) -> WebsocketsView<'_>,
     ) -> wasmtime::Result<()> {
-        websockets::add_to_linker::<T, Websockets>(linker, get)
+        websockets::add_to_linker::<T, Websockets>(linker, get)?;
+        v0_1::websockets::add_to_linker::<T, Websockets>(linker, get)
     }
 
     /// Closes every socket: the session's sockets end with it.

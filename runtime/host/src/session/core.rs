@@ -12,15 +12,13 @@ use wasmtime::component::ResourceTableError;
 use super::event::{Event, TerminateCause};
 use super::record::FinishReason;
 use super::{Notice, Observer, SessionError};
-use crate::bindings::exports::sessionbox::scenario::app_events::Guest;
-use crate::bindings::{
-    CallId, HttpRequestEvent, HttpResponse, Scenario as ScenarioBindings, StartedEvent, TimerId,
-};
+use crate::bindings::{CallId, HttpRequestEvent, HttpResponse, StartedEvent, TimerId};
 use crate::budget::{ComputeLimitExceeded, MemoryLimit};
 use crate::cpu::FIRST_SLICE_TICKS;
-use crate::guest::{EventKind, GuestCall};
+use crate::guest::{AppEvents, EventKind, GuestCall};
 use crate::limits::Limits;
 use crate::log::LogSource;
+use crate::scenario::Instance;
 use crate::store::SessionState;
 
 /// A resource for the guest that did not fit its table ends the session.
@@ -43,7 +41,7 @@ pub(crate) enum Wakeup {
 
 pub(crate) struct Core {
     pub store: Store<SessionState>,
-    bindings: ScenarioBindings,
+    instance: Instance,
     pub observer: Option<Observer>,
     limits: Arc<Limits>,
     /// Events delivered, by [`EventKind`] (`kind as usize`).
@@ -59,13 +57,13 @@ pub(crate) struct Core {
 impl Core {
     pub fn new(
         store: Store<SessionState>,
-        bindings: ScenarioBindings,
+        instance: Instance,
         observer: Option<Observer>,
         limits: Arc<Limits>,
     ) -> Self {
         Core {
             store,
-            bindings,
+            instance,
             observer,
             limits,
             delivered: [0; EventKind::ALL.len()],
@@ -216,7 +214,7 @@ impl Core {
         };
         let outcome = self
             .run(EventKind::HttpRequest, detail, async |guest, store| {
-                guest.call_http_request(store, request).await
+                guest.http_request(store, request).await
             })
             .await;
         let limit = self.limits.http_answer_bytes;
@@ -255,7 +253,7 @@ impl Core {
         &mut self,
         kind: EventKind,
         detail: impl FnOnce() -> String,
-        handler: impl AsyncFnOnce(&Guest, &mut Store<SessionState>) -> wasmtime::Result<R>,
+        handler: impl AsyncFnOnce(AppEvents<'_>, &mut Store<SessionState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         self.delivered[kind as usize] += 1;
         if let Some(observer) = &self.observer {
@@ -264,14 +262,14 @@ impl Core {
                 detail: detail(),
             });
         }
-        self.store.data_mut().budget.reset();
+        self.store.data_mut().begin_handler();
         if self.store.data().budget.lane().begin_handler() {
             // Its tenant is over its share: to the slow lane before it
             // computes (the lane's future moves at this yield).
             tokio::task::yield_now().await;
         }
         self.store.set_epoch_deadline(FIRST_SLICE_TICKS);
-        let guest = self.bindings.sessionbox_scenario_app_events();
+        let guest = AppEvents::of(&self.instance);
         let began = Instant::now();
         if kind.is_activity() {
             self.last_activity = began;
