@@ -16,7 +16,7 @@ out=$root/target/guests/c
 work=$root/target/c-guests-build
 tool_target=${SESSIONBOX_C_TOOL_TARGET:-$HOME/.cache/sessionbox/c-tool-target}
 tool=$tool_target/release/sessionbox-c-tool
-names=(hello remote-control call-handler)
+names=(hello remote-control call-handler visit-counter ivr-menu webhook kv-probe)
 shared=("$here/sessionbox.c" "$here/sessionbox.h" "$here/defaults.c")
 
 say() { echo "== $*" >&2; }
@@ -53,16 +53,20 @@ stale() {
   return 1
 }
 
-# 3. Bindings for the world `scenario`.
+# 3. Bindings: the world `scenario` from the repository's wit/, and the
+# world `http` (wasi:http, for sb_http_request) from wit/ here. Two sets,
+# not one world with both: see wit/http.wit.
 gen=$work/gen
-mapfile -t wit_files < <(find "$root/wit" -name '*.wit')
-if stale "$gen/scenario.h" "${wit_files[@]}" "$tool"; then
-  say "generating C bindings from wit/"
+mapfile -t wit_files < <(find "$root/wit" "$here/wit" -name '*.wit')
+if stale "$gen/http.h" "${wit_files[@]}" "$tool"; then
+  say "generating C bindings from wit/ and guest-examples/c/wit/"
   rm -rf "$gen" "$gen.tmp"
   "$tool" bindgen "$root/wit" scenario "$gen.tmp"
+  "$tool" bindgen "$here/wit" http "$gen.tmp"
   mv "$gen.tmp" "$gen"
 fi
-generated=("$gen/scenario.c" "$gen/scenario.h" "$gen/scenario_component_type.o")
+generated=("$gen/scenario.c" "$gen/scenario.h" "$gen/scenario_component_type.o"
+  "$gen/http.c" "$gen/http.h" "$gen/http_component_type.o")
 
 # 4. Each scenario: C -> core module (reactor) -> component.
 mkdir -p "$out" "$work"
@@ -75,7 +79,8 @@ for name in "${names[@]}"; do
   clang-19 --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor \
     -Wall -Wextra -Wl,--strip-debug -I"$gen" -I"$here" \
     -o "$work/$name.core.wasm" "$src" "$here/sessionbox.c" "$here/defaults.c" \
-    "$gen/scenario.c" "$gen/scenario_component_type.o"
+    "$gen/scenario.c" "$gen/scenario_component_type.o" \
+    "$gen/http.c" "$gen/http_component_type.o"
   "$tool" component "$work/$name.core.wasm" "$out/$name.wasm.tmp"
   mv "$out/$name.wasm.tmp" "$out/$name.wasm"
 done

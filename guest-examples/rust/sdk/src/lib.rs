@@ -27,10 +27,10 @@
 //!
 //! Build the crate as a `cdylib` for `wasm32-wasip2`; the result is a
 //! component the host runs directly. Host capabilities are the functions in
-//! [`session`], [`timers`], [`log`] and the [`Call`] and [`Websocket`]
-//! resources; outbound HTTP is [`http`]. What is allowed depends on the
-//! session's [`Phase`]: a capability that does not apply returns a
-//! [`Refusal`] (never a trap).
+//! [`session`], [`timers`], [`storage`], [`variables`], [`log`] and the
+//! [`Call`] and [`Websocket`] resources; outbound HTTP is [`http`]. What is
+//! allowed depends on the session's [`Phase`]: a capability that does not
+//! apply returns a [`Refusal`] (never a trap).
 
 use core::fmt;
 
@@ -40,6 +40,7 @@ use core::fmt;
 extern crate self as sessionbox_guest;
 
 pub mod http;
+pub mod storage;
 
 /// The wit-bindgen bindings of the `scenario` world. [`export_scenario!`]
 /// uses them; scenarios should not need to.
@@ -54,7 +55,7 @@ pub mod bindings {
         // wit-bindgen gives error records a `Display` that prints their
         // `Debug` form; the SDK's own `Refusal` has a readable one.
         with: {
-            "sessionbox:scenario/types@0.1.0/refusal": sessionbox_guest::Refusal,
+            "sessionbox:scenario/types@0.2.0/refusal": sessionbox_guest::Refusal,
         },
     });
 }
@@ -69,7 +70,7 @@ pub use bindings::exports::sessionbox::scenario::app_events::{
     WebsocketFailedEvent,
 };
 pub use bindings::sessionbox::scenario::calls::{Call, CallId, CallState};
-pub use bindings::sessionbox::scenario::types::{Capability, Header, Phase};
+pub use bindings::sessionbox::scenario::types::{Capability, Header, Phase, RefusalKind};
 pub use bindings::sessionbox::scenario::websockets::{Message, SocketId, Websocket};
 pub use timers::TimerId;
 
@@ -97,6 +98,13 @@ pub mod timers {
     pub use crate::bindings::sessionbox::scenario::timers::{
         TimerId, clear, set_interval, set_timeout,
     };
+}
+
+/// The app's variables and secrets, from the node's configuration. A
+/// secret's value shows as `[secret]` wherever the scenario writes it to the
+/// log. Works while running and terminating.
+pub mod variables {
+    pub use crate::bindings::sessionbox::scenario::variables::get;
 }
 
 /// Outbound calls, placed through the node's SIP trunk. The call's
@@ -130,6 +138,8 @@ pub struct Refusal {
     pub capability: Capability,
     /// The session's phase when it refused.
     pub phase: Phase,
+    /// Which kind of rule refused: whether retrying later may help.
+    pub kind: RefusalKind,
     /// A sentence for a human: which rule or limit applied.
     pub reason: String,
 }
@@ -165,6 +175,23 @@ impl fmt::Display for Capability {
             Capability::Calls => "calls",
             Capability::Websockets => "websockets",
             Capability::Http => "http",
+            Capability::Storage => "storage",
+            Capability::Variables => "variables",
+        })
+    }
+}
+
+/// The WIT spelling: `phase`, `rule`, `quota`, `unknown`, `full`,
+/// `unavailable`.
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefusalKind::Phase => "phase",
+            RefusalKind::Rule => "rule",
+            RefusalKind::Quota => "quota",
+            RefusalKind::Unknown => "unknown",
+            RefusalKind::Full => "full",
+            RefusalKind::Unavailable => "unavailable",
         })
     }
 }
