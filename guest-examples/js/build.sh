@@ -15,7 +15,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=$root/target/guests/js
 tools=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/js
-names=(hello call-handler remote-control farewell)
+names=(hello call-handler remote-control farewell visit-counter ivr-menu webhook kv-probe)
 
 built=$tools/built
 say() { echo "== $*" >&2; }
@@ -47,8 +47,10 @@ if [ ! -x "$componentize" ] \
 fi
 
 mkdir -p "$out"
-# Inputs every component depends on.
-shared=("$here/src/sessionbox.js" "$root/wit" "$here/package-lock.json" "${BASH_SOURCE[0]}")
+# Inputs every component depends on, all by absolute path: `reuse` keys on
+# their contents in path order, which must not depend on how this script was
+# invoked.
+shared=("$here/src/sessionbox.js" "$root/wit" "$here/package-lock.json" "$here/build.sh")
 
 for name in "${names[@]}"; do
   src=$here/src/$name.js

@@ -18,7 +18,8 @@ root=$(cd "$here/../.." && pwd)
 out=$root/target/guests/python
 venv=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/python-venv
 # output name: Python module (module names cannot contain dashes)
-scenarios=(hello:hello call-handler:call_handler remote-control:remote_control farewell:farewell)
+scenarios=(hello:hello call-handler:call_handler remote-control:remote_control farewell:farewell
+  visit-counter:visit_counter ivr-menu:ivr_menu webhook:webhook kv-probe:kv_probe)
 
 say() { echo "== $*" >&2; }
 # shellcheck source=../reuse.sh
@@ -46,8 +47,10 @@ fi
 
 mkdir -p "$out"
 built=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/python-built
-# Inputs every component depends on.
-shared=("$here/src/sessionbox.py" "$root/wit" "$here/wit" "${BASH_SOURCE[0]}")
+# Inputs every component depends on, all by absolute path: `reuse` keys on
+# their contents in path order, which must not depend on how this script was
+# invoked.
+shared=("$here/src/sessionbox.py" "$root/wit" "$here/wit" "$here/build.sh")
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 

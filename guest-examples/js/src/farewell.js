@@ -9,9 +9,9 @@
 // `terminating` is an async function: componentize-js runs the event loop
 // until its promise settles before the export returns to the host, so
 // `await fetch(...)` works in any event handler.
-import { id, terminate } from 'sessionbox:scenario/session@0.1.0';
-import { setTimeout as setTimer } from 'sessionbox:scenario/timers@0.1.0';
-import { log, refusalText, scenario } from './sessionbox.js';
+import { id, terminate } from 'sessionbox:scenario/session@0.2.0';
+import { setTimeout as setTimer } from 'sessionbox:scenario/timers@0.2.0';
+import { fetchErrorText, log, refusalText, scenario } from './sessionbox.js';
 
 let webhook = '';
 
@@ -58,14 +58,14 @@ export const appEvents = scenario({
       const answer = await post(body);
       log(`webhook answered ${answer.status}`);
     } catch (error) {
-      log(`webhook failed: ${errorText(error)}`);
+      log(`webhook failed: ${fetchErrorText(error)}`);
     }
     // One request is all `terminating` allows: this one is refused.
     try {
       const answer = await post(body);
       log(`second request answered ${answer.status}`);
     } catch (error) {
-      log(`second request refused: ${errorText(error)}`);
+      log(`second request refused: ${fetchErrorText(error)}`);
     }
   },
 
@@ -73,10 +73,3 @@ export const appEvents = scenario({
     log('terminated');
   },
 });
-
-// fetch() rejects with a TypeError whose message is generic; the wasi:http
-// error code, when there is one, is in its `cause`.
-function errorText(error) {
-  const cause = error && error.cause ? ` (${error.cause})` : '';
-  return `${error instanceof Error ? error.message : String(error)}${cause}`;
-}

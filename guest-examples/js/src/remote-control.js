@@ -6,7 +6,7 @@
 // - `/stop` (any method): ends the session.
 //
 // Every request is logged as `<METHOD> <path> -> <status>`.
-import { customData, id, setCustomData, terminate } from 'sessionbox:scenario/session@0.1.0';
+import { customData, id, setCustomData, terminate } from 'sessionbox:scenario/session@0.2.0';
 import { log, refusalText, scenario } from './sessionbox.js';
 
 let requests = 0;

@@ -5,17 +5,20 @@
 - `log`, `refusal_text`, `check`: logging and refusals.
 - `http_post` / `http_request`: blocking outbound HTTP over wasi:http.
 - `response`: builds an `HttpResponse`.
+- `get_text`, `set_text`, `increment`, ... and `variable`: the app's storage
+  and variables.
 
 componentize-py bundles this module into every component that imports it.
 """
 
 import json
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports.app_events import HttpResponse
-from wit_world.imports import logger, outgoing_handler, streams
+from wit_world.imports import logger, outgoing_handler, storage, streams, variables
 from wit_world.imports.sessionbox_scenario_types import Header
 from wit_world.imports import wasi_http_types as wasi_http
 
@@ -31,7 +34,8 @@ def refusal_text(error) -> str:
 
     A host function returning `result<_, refusal>` raises
     `componentize_py_types.Err` on `err`; its `value` is the `Refusal`
-    record, whose `capability` and `phase` are enums (printed lowercase).
+    record, whose `capability`, `phase` and `kind` are enums (printed
+    lowercase, their WIT names).
     Pass the `Err` or the record itself.
     """
     refusal = error.value if isinstance(error, Err) else error
@@ -129,6 +133,100 @@ class Scenario(exports.AppEvents, metaclass=_OneInstance):
 
     def websocket_closed(self, socket: int, code: int, reason: str) -> None:
         pass
+
+
+# --- Storage and variables ----------------------------------------------------
+#
+# `storage` is the app's key-value store, shared by every session of the app
+# and kept across sessions; values are bytes. These helpers add text and JSON
+# values and defaults for the optional arguments; `wit_world.imports.storage`
+# has the same functions without them. Like every host call, each raises
+# `Err` with a `Refusal`, e.g. for a key or value over the host's limit
+# (`rule`) or a full quota (`quota`). `ttl`, where taken, is in seconds;
+# without it a key stays until deleted.
+
+
+def get_bytes(key: str) -> bytes | None:
+    """The value of `key`, or None when it is absent."""
+    return storage.get(key)
+
+
+def get_text(key: str) -> str | None:
+    """The value of `key` as text (UTF-8; invalid bytes read as U+FFFD), or
+    None when it is absent."""
+    value = get_bytes(key)
+    return None if value is None else value.decode("utf-8", errors="replace")
+
+
+def get_json(key: str):
+    """The value of `key` parsed as JSON, or None when it is absent."""
+    text = get_text(key)
+    return None if text is None else json.loads(text)
+
+
+def set_bytes(key: str, value: bytes, ttl: int | None = None) -> None:
+    """Sets `key` to `value`, replacing any value and TTL."""
+    storage.set(key, value, ttl)
+
+
+def set_text(key: str, text: str, ttl: int | None = None) -> None:
+    """Sets `key` to `text`, stored as UTF-8."""
+    set_bytes(key, text.encode(), ttl)
+
+
+def set_json(key: str, value, ttl: int | None = None) -> None:
+    """Sets `key` to `value` as compact JSON text, non-ASCII unescaped (as
+    JavaScript's `JSON.stringify` writes it)."""
+    set_text(key, json.dumps(value, separators=(",", ":"), ensure_ascii=False), ttl)
+
+
+def delete_key(key: str) -> bool:
+    """Deletes `key`: True if it was there."""
+    return storage.delete(key)
+
+
+def increment(key: str, delta: int = 1) -> int:
+    """Adds `delta` to the integer at `key`, atomically across every session
+    of the app (an absent key counts as 0), and returns the sum."""
+    return storage.increment(key, delta)
+
+
+def compare_and_set(key: str, expected: bytes | str | None, value: bytes | str, ttl: int | None = None) -> bool:
+    """Sets `key` to `value` only if its value is `expected` now (None: only
+    if it is absent), atomically; `str` values are UTF-8. True if it was set;
+    False if another writer got there first."""
+    if isinstance(expected, str):
+        expected = expected.encode()
+    if isinstance(value, str):
+        value = value.encode()
+    return storage.compare_and_set(key, expected, value, ttl)
+
+
+def list_keys(prefix: str = "", after: str | None = None, limit: int = 100) -> storage.KeyPage:
+    """One page of the keys that start with `prefix`, in byte order: those
+    after the key `after` (None: from the first), at most `limit` (at most
+    1,000). The page's `next` is the `after` of the next page, or None on the
+    last page."""
+    return storage.list_keys(prefix, after, limit)
+
+
+def all_keys(prefix: str = "", page_size: int = 100) -> Iterator[str]:
+    """Every key that starts with `prefix`, fetched a page at a time."""
+    after = None
+    while True:
+        page = list_keys(prefix, after, page_size)
+        yield from page.keys
+        if page.next is None:
+            return
+        after = page.next
+
+
+def variable(name: str) -> str:
+    """The value of the app's variable or secret `name`, from the server's
+    configuration; a name the app does not have is refused (`unknown`). The
+    host shows a secret's value as `[secret]` wherever it would reach the
+    log."""
+    return variables.get(name)
 
 
 # --- Outbound HTTP over wasi:http/outgoing-handler ---------------------------
