@@ -9,14 +9,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::support::*;
 use sessionbox::bindings::Message;
+use sessionbox::capabilities::AppState;
+use sessionbox::capabilities::storage::AppStorage;
+use sessionbox::capabilities::variables::{Variable, Variables};
 use sessionbox::capabilities::websockets::SocketCommand;
+use sessionbox::keyvalue::KeyValue;
+use sessionbox::keyvalue::sqlite::SqliteKeyValue;
 use sessionbox::log::LogSource;
 use sessionbox::session::TerminateCauseName;
 use sessionbox::{
     EngineConfig, FinishReason, IncomingCall, Limits, Runtime, Scenario, SessionError,
+    SessionHandle,
 };
 
 /// One module per language, one test per check of each example it has:
@@ -51,6 +58,15 @@ macro_rules! checks_of {
     (farewell) => {
         checks!(farewell_makes_one_request_in_terminating);
     };
+    (kv_probe) => {
+        checks!(
+            storage_counts_every_increment_of_two_sessions,
+            storage_compare_and_set_loses_for_the_stale_writer,
+            storage_keys_expire_and_stay_in_their_app,
+            storage_refuses_past_its_limits_and_once_terminated,
+            variables_are_read_and_secrets_never_logged
+        );
+    };
 }
 
 macro_rules! checks {
@@ -65,10 +81,10 @@ macro_rules! checks {
 }
 
 languages! {
-    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell];
-    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell];
-    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell];
-    c: "c", 16 MiB, [hello, call_handler, remote_control];
+    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe];
+    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe];
+    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe];
+    c: "c", 16 MiB, [hello, call_handler, remote_control, kv_probe];
 }
 
 /// Where a language's examples are, and the memory its runtime needs.
@@ -458,4 +474,189 @@ async fn farewell_makes_one_request_in_terminating(language: &Language) {
         watched.seen,
         ["Started", "HttpRequest", "Terminating", "Terminated"]
     );
+}
+
+/// An app's store in a fresh database, with `variables`, and the database
+/// (kept for the test's length).
+fn app_with_storage(
+    app: &str,
+    variables: Vec<(&str, &str, bool)>,
+) -> (AppState, Arc<dyn KeyValue>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn KeyValue> = Arc::new(
+        SqliteKeyValue::open(&dir.path().join("storage.db"), 1 << 20, Arc::default()).unwrap(),
+    );
+    let variables = variables
+        .into_iter()
+        .map(|(name, value, secret)| {
+            let value = value.to_owned();
+            (name.to_owned(), Variable { value, secret })
+        })
+        .collect();
+    let state = AppState {
+        storage: Some(AppStorage {
+            app: app.into(),
+            backend: Arc::clone(&backend),
+        }),
+        variables: Arc::new(Variables::new(variables)),
+    };
+    (state, backend, dir)
+}
+
+/// Sends one command to a kv-probe session; its one-line answer.
+async fn probe(session: &SessionHandle, command: &str) -> String {
+    let response = session
+        .http_request(request("POST", "/", command))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{command}");
+    String::from_utf8(response.body).unwrap()
+}
+
+async fn storage_counts_every_increment_of_two_sessions(language: &Language) {
+    let (runtime, scenario) = language.load("kv-probe", Limits::default());
+    let (app, _backend, _dir) = app_with_storage("shop", vec![]);
+    let a = start_in(runtime, &scenario, "", app.clone()).await;
+    let b = start_in(runtime, &scenario, "", app.clone()).await;
+    let (first, second) = tokio::join!(
+        probe(&a.session, "incr visits 1000"),
+        probe(&b.session, "incr visits 1000")
+    );
+    let mut lasts = [first, second];
+    lasts.sort();
+    assert!(
+        lasts[1] == "ok 2000",
+        "one of them made the last increment: {lasts:?}"
+    );
+    assert!(lasts[0].starts_with("ok "), "{lasts:?}");
+    assert_eq!(probe(&a.session, "get visits").await, "value 2000");
+}
+
+async fn storage_compare_and_set_loses_for_the_stale_writer(language: &Language) {
+    let (runtime, scenario) = language.load("kv-probe", Limits::default());
+    let (app, _backend, _dir) = app_with_storage("shop", vec![]);
+    let a = start_in(runtime, &scenario, "", app.clone()).await;
+    let b = start_in(runtime, &scenario, "", app).await;
+    assert_eq!(probe(&a.session, "cas lock - a1").await, "swapped");
+    assert_eq!(probe(&b.session, "cas lock - b1").await, "lost");
+    assert_eq!(probe(&b.session, "cas lock a1 b2").await, "swapped");
+    // a still believes the lock holds a1: it loses.
+    assert_eq!(probe(&a.session, "cas lock a1 a2").await, "lost");
+    assert_eq!(probe(&a.session, "get lock").await, "value b2");
+}
+
+async fn storage_keys_expire_and_stay_in_their_app(language: &Language) {
+    let (runtime, scenario) = language.load("kv-probe", Limits::default());
+    let (app, backend, _dir) = app_with_storage("shop", vec![]);
+    let other = AppState {
+        storage: Some(AppStorage {
+            app: "rival".into(),
+            backend,
+        }),
+        ..AppState::default()
+    };
+    let shop = start_in(runtime, &scenario, "", app).await;
+    let rival = start_in(runtime, &scenario, "", other).await;
+    assert_eq!(probe(&shop.session, "set menu/1 sales").await, "ok");
+    assert_eq!(probe(&shop.session, "set menu/2 support").await, "ok");
+    assert_eq!(probe(&shop.session, "set brief here 1").await, "ok");
+    assert_eq!(probe(&shop.session, "get brief").await, "value here");
+    assert_eq!(
+        probe(&shop.session, "list menu/ 1").await,
+        "keys menu/1 next menu/1"
+    );
+    assert_eq!(
+        probe(&shop.session, "list menu/ 5 menu/1").await,
+        "keys menu/2 next -"
+    );
+    assert_eq!(probe(&rival.session, "get menu/1").await, "none");
+    assert_eq!(probe(&rival.session, "list - 10").await, "keys  next -");
+    assert_eq!(probe(&rival.session, "del menu/1").await, "absent");
+    assert_eq!(probe(&shop.session, "get menu/1").await, "value sales");
+    // A one-second TTL: the key is gone once the second has passed.
+    let expired = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if probe(&shop.session, "get brief").await == "none" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    expired.await.expect("the key expired");
+    assert_eq!(
+        probe(&shop.session, "list - 10").await,
+        "keys menu/1,menu/2 next -"
+    );
+}
+
+async fn storage_refuses_past_its_limits_and_once_terminated(language: &Language) {
+    let limits = Limits {
+        storage_keys: 2,
+        ..Limits::default()
+    };
+    let (runtime, scenario) = language.load("kv-probe", limits);
+    let (app, _backend, _dir) = app_with_storage("shop", vec![]);
+    let mut watched = start_in(runtime, &scenario, "", app).await;
+    let session = watched.session.clone();
+    let big = format!("set big {}", "x".repeat(2001));
+    assert_eq!(
+        probe(&session, &big).await,
+        "refused rule: values are limited to 2000 bytes (got 2001)"
+    );
+    let long_key = format!("get {}", "k".repeat(201));
+    assert_eq!(
+        probe(&session, &long_key).await,
+        "refused rule: keys are limited to 200 bytes (got 201)"
+    );
+    assert_eq!(
+        probe(&session, "set t x 7776001").await,
+        "refused rule: TTLs are limited to 7776000 seconds (90 days; got 7776001)"
+    );
+    assert_eq!(probe(&session, "set word text").await, "ok");
+    assert_eq!(
+        probe(&session, "incr word 1").await,
+        "refused rule: the value of `word` is not an integer, so it cannot be incremented"
+    );
+    assert_eq!(probe(&session, "set second 2").await, "ok");
+    assert_eq!(
+        probe(&session, "set third 3").await,
+        "refused quota: the app's storage holds its most keys (2)"
+    );
+    assert_eq!(probe(&session, "del second").await, "deleted");
+    assert_eq!(probe(&session, "stop").await, "ok");
+    watched.until_log("terminating: ok").await;
+    watched
+        .until_log(
+            "terminated: refused phase: only the logger works once the session is terminated",
+        )
+        .await;
+    let record = watched.finished().await;
+    let refusals = &record.capabilities;
+    assert_eq!(refusals.refused("storage"), 6, "{refusals:?}");
+}
+
+async fn variables_are_read_and_secrets_never_logged(language: &Language) {
+    let (runtime, scenario) = language.load("kv-probe", Limits::default());
+    let variables = vec![
+        ("greeting", "hello", false),
+        ("token", "s3cr3t-t0ken", true),
+    ];
+    let (app, _backend, _dir) = app_with_storage("shop", variables);
+    let mut watched = start_in(runtime, &scenario, "", app).await;
+    let session = watched.session.clone();
+    assert_eq!(probe(&session, "var greeting").await, "value hello");
+    assert_eq!(probe(&session, "var token").await, "value s3cr3t-t0ken");
+    assert_eq!(
+        probe(&session, "var nope").await,
+        "refused unknown: the app has no variable named `nope`"
+    );
+    assert_eq!(probe(&session, "logvar greeting").await, "ok");
+    assert_eq!(probe(&session, "logvar token").await, "ok");
+    session.terminate().unwrap();
+    let record = watched.finished().await;
+    let logged = lines(&record, LogSource::Scenario);
+    assert!(logged.contains(&"the value is hello"), "{logged:?}");
+    assert!(logged.contains(&"the value is [secret]"), "{logged:?}");
+    let everything = serde_json::to_string(&*record).unwrap();
+    assert!(!everything.contains("s3cr3t"), "{everything}");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessionbox::bindings::{Header, HttpRequestEvent};
+use sessionbox::capabilities::AppState;
 use sessionbox::log::LogSource;
 use sessionbox::{
     EngineConfig, Limits, Notice, Runtime, Scenario, SessionHandle, SessionRecord, StartOptions,
@@ -57,10 +58,21 @@ pub struct Watched {
 }
 
 pub async fn start(runtime: &Runtime, scenario: &Arc<Scenario>, custom_data: &str) -> Watched {
+    start_in(runtime, scenario, custom_data, AppState::default()).await
+}
+
+/// [`start`] for a session of an app with storage or variables.
+pub async fn start_in(
+    runtime: &Runtime,
+    scenario: &Arc<Scenario>,
+    custom_data: &str,
+    app: AppState,
+) -> Watched {
     let (observer, notices) = mpsc::unbounded_channel();
     let options = StartOptions {
         custom_data: custom_data.into(),
         observer: Some(observer),
+        app,
         ..StartOptions::default()
     };
     let session = runtime
