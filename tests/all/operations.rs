@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::support::server::InProcess;
 use crate::support::*;
@@ -30,9 +31,13 @@ api_keys = ["{KEY}"]
 [apps.remote]
 tenant = "ops"
 scenario = "{remote}"
+[apps.probe]
+tenant = "ops"
+scenario = "{probe}"
 "#,
         db = database.display(),
         remote = guest_path("remote-control").display(),
+        probe = guest_path("kv-probe").display(),
     ))
     .unwrap();
     InProcess::start(config).await
@@ -380,4 +385,82 @@ async fn get(client: &reqwest::Client, url: &str, id: &str) -> (StatusCode, Valu
         .await
         .unwrap();
     (answer.status(), answer.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_disk_that_fills_refuses_storage_writes_as_full_and_loses_nothing_stored() {
+    // SAFETY: a plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let disk = Tmpfs::mount("2m");
+    let history = tempfile::tempdir().unwrap();
+    let storage = format!("storage = \"{}\"", disk.path().join("storage.db").display());
+    let running = serve(&history.path().join("history.db"), &storage).await;
+    let client = reqwest::Client::new();
+    let started: Value = client
+        .post(format!("{}/v1/apps/probe/sessions", running.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = started["access_url"].as_str().unwrap().to_owned();
+    let probe = async |command: String| -> String {
+        let answer = client.post(&access).body(command).send().await.unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{text}");
+        text
+    };
+    assert_eq!(probe("set kept before".into()).await, "ok");
+    let filler = fill(disk.path(), 64 << 10);
+
+    // Writes of a whole value each, until the disk has no room for one.
+    let value = "v".repeat(2_000);
+    let mut stored = Vec::new();
+    let refusal = loop {
+        assert!(stored.len() < 2_000, "the disk never filled");
+        let key = format!("k{}", stored.len());
+        match probe(format!("set {key} {value}")).await.as_str() {
+            "ok" => stored.push(key),
+            refusal => break refusal.to_owned(),
+        }
+    };
+    assert_eq!(
+        refusal,
+        "refused full: the storage is full: its disk has no room left"
+    );
+    assert!(!stored.is_empty(), "some writes fit before the disk filled");
+    // The session goes on, and reads what was stored.
+    assert_eq!(probe("get kept".into()).await, "value before");
+    for key in &stored {
+        assert_eq!(probe(format!("get {key}")).await, format!("value {value}"));
+    }
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(probe("set after room".into()).await, "ok");
+    assert_eq!(probe("get after".into()).await, "value room");
+    running.stop().await;
+    // Everything stored is on the disk, not only in the cache (read once
+    // the server's storage thread has let go of the file).
+    let count = || -> rusqlite::Result<i64> {
+        let db = rusqlite::Connection::open(disk.path().join("storage.db"))?;
+        db.query_row("SELECT count(*) FROM kv WHERE app = 'probe'", [], |r| {
+            r.get(0)
+        })
+    };
+    let keys = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match count() {
+                Ok(keys) => return keys,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    // `kept`, `after`, what filled the disk, and what kv-probe saves in
+    // Terminating.
+    assert_eq!(keys.await.unwrap() as usize, stored.len() + 3);
 }

@@ -11,8 +11,8 @@ use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sessionbox::SessionHandle;
 use sessionbox::config::Config;
+use sessionbox::{Limits, SessionHandle};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const ACME: &str = "acme-key-0001";
@@ -72,7 +72,17 @@ quota = {{ memory_bytes = 65536 }}
 [apps.lean]
 tenant = "lean"
 scenario = "{hello}"
+
+[apps.counter]
+tenant = "acme"
+scenario = "{counter}"
+
+[apps.probe]
+tenant = "acme"
+scenario = "{probe}"
 "#,
+        counter = guest_path("visit-counter").display(),
+        probe = guest_path("kv-probe").display(),
         db = dir.join("history.db").display(),
         remote = guest_path("remote-control").display(),
         hello = guest_path("hello").display(),
@@ -918,4 +928,165 @@ fn touch_later(path: &Path, secs: u64) {
         .unwrap()
         .set_modified(later)
         .unwrap();
+}
+
+#[tokio::test]
+async fn operators_seed_and_inspect_an_apps_storage_and_only_their_own() {
+    let running = serve().await;
+    let client = &running.client;
+    let url = |path: &str| format!("{}/v1/apps/{path}", running.url);
+    let put = client
+        .put(url("counter/storage/visits"))
+        .bearer_auth(ACME)
+        .body("41")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let (status, started) = running.start("counter", ACME, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let counted = running.access_json(str_of(&started, "access_url")).await;
+    assert_eq!(counted, json!({"visits": 42}));
+
+    let got = client
+        .get(url("counter/storage/visits"))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap(), "42");
+    let (status, listed) = running
+        .get("/v1/apps/counter/storage?prefix=vis", ACME)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["keys"], json!(["visits"]), "{listed}");
+    // Another tenant's key reaches nothing, and the apps' stores are apart.
+    let (status, _) = running.get("/v1/apps/counter/storage/visits", GLOBEX).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = running.get("/v1/apps/probe/storage/visits", ACME).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let too_big = client
+        .put(url("counter/storage/big"))
+        .bearer_auth(ACME)
+        .body("x".repeat(2001))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), StatusCode::BAD_REQUEST);
+    let error: Value = too_big.json().await.unwrap();
+    assert_eq!(
+        error["error"],
+        "values are limited to 2000 bytes (got 2001)"
+    );
+    let bad_ttl = client
+        .put(url("counter/storage/menu/1?ttl=0"))
+        .bearer_auth(ACME)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_ttl.status(), StatusCode::BAD_REQUEST);
+
+    let deleted: Value = client
+        .delete(url("counter/storage/visits"))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], true);
+    let (status, error) = running.get("/v1/apps/counter/storage/visits", ACME).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_set_that_returned_ok_survives_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sessionbox.toml");
+    std::fs::write(&config, config_text(dir.path())).unwrap();
+    let mut first = spawn_server(&config, dir.path());
+    let client = reqwest::Client::new();
+    let started: Value = client
+        .post(format!("{}/v1/apps/probe/sessions", first.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = str_of(&started, "access_url");
+    for n in 0..20 {
+        let answer = client
+            .post(access)
+            .body(format!("set key{n} value{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.text().await.unwrap(), "ok");
+    }
+    signal(&first, "-KILL");
+    first.child.wait().unwrap();
+
+    let mut second = spawn_server(&config, dir.path());
+    for n in 0..20 {
+        let value = client
+            .get(format!("{}/v1/apps/probe/storage/key{n}", second.url))
+            .bearer_auth(ACME)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(value.status(), StatusCode::OK, "key{n}");
+        assert_eq!(value.text().await.unwrap(), format!("value{n}"));
+    }
+    signal(&second, "-TERM");
+    assert!(second.child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn a_scenario_built_for_the_0_1_0_world_still_runs() {
+    let bundled = sessionbox::server::BUNDLED_SCENARIO;
+    let wit = wit_component::decode(bundled).expect("the bundled scenario is a component");
+    let resolve = wit.resolve();
+    let versions: Vec<String> = resolve
+        .packages
+        .iter()
+        .filter(|(_, package)| package.name.name == "scenario")
+        .filter_map(|(_, package)| package.name.version.as_ref().map(ToString::to_string))
+        .collect();
+    assert_eq!(versions, ["0.1.0"], "the fixture is built for 0.1.0");
+
+    let runtime = runtime();
+    let scenario = runtime
+        .load("remote-control-0.1.0", bundled, Limits::default())
+        .unwrap();
+    let watched = start(&runtime, &scenario, "old").await;
+    let session = watched.session.clone();
+    let status = session
+        .http_request(request("GET", "/status", ""))
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(status["custom_data"], "old", "{status}");
+    let too_long = session
+        .http_request(request("POST", "/custom-data", &"x".repeat(201)))
+        .await
+        .unwrap();
+    assert_eq!(too_long.status, 400);
+    let error: Value = serde_json::from_slice(&too_long.body).unwrap();
+    assert_eq!(
+        error["error"],
+        "session refused in running: custom data is limited to 200 bytes (got 201)"
+    );
+    session.terminate().unwrap();
+    let record = tokio::time::timeout(PATIENCE, session.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.delivered("Terminated"), 1);
 }
