@@ -58,6 +58,9 @@ macro_rules! checks_of {
     (farewell) => {
         checks!(farewell_makes_one_request_in_terminating);
     };
+    (visit_counter) => {
+        checks!(visit_counter_counts_the_visits_of_every_session);
+    };
     (kv_probe) => {
         checks!(
             storage_counts_every_increment_of_two_sessions,
@@ -81,10 +84,10 @@ macro_rules! checks {
 }
 
 languages! {
-    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe];
-    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe];
-    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe];
-    c: "c", 16 MiB, [hello, call_handler, remote_control, kv_probe];
+    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter];
+    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter];
+    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter];
+    c: "c", 16 MiB, [hello, call_handler, remote_control, kv_probe, visit_counter];
 }
 
 /// Where a language's examples are, and the memory its runtime needs.
@@ -659,4 +662,19 @@ async fn variables_are_read_and_secrets_never_logged(language: &Language) {
     assert!(logged.contains(&"the value is [secret]"), "{logged:?}");
     let everything = serde_json::to_string(&*record).unwrap();
     assert!(!everything.contains("s3cr3t"), "{everything}");
+}
+
+async fn visit_counter_counts_the_visits_of_every_session(language: &Language) {
+    let (runtime, scenario) = language.load("visit-counter", Limits::default());
+    let (app, _backend, _dir) = app_with_storage("site", vec![]);
+    let first = start_in(runtime, &scenario, "", app.clone()).await;
+    let second = start_in(runtime, &scenario, "", app).await;
+    let mut counts = Vec::new();
+    for session in [&first.session, &second.session, &first.session] {
+        let response = session.http_request(request("GET", "/", "")).await.unwrap();
+        assert_eq!(response.status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        counts.push(body["visits"].as_i64().unwrap());
+    }
+    assert_eq!(counts, [1, 2, 3]);
 }
