@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -71,6 +72,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 pub fn open_database(path: &Path) -> Result<Connection> {
     let open = || -> Result<Connection> {
         let db = Connection::open(path)?;
+        // The file has one owner: a busy one is held by another process,
+        // and waiting would not free it.
+        db.busy_timeout(Duration::ZERO)?;
         db.pragma_update(None, "journal_mode", "wal")?;
         db.pragma_update(None, "synchronous", "full")?;
         db.execute_batch(SCHEMA)?;
@@ -80,8 +84,11 @@ pub fn open_database(path: &Path) -> Result<Connection> {
 }
 
 pub struct SqliteKeyValue {
-    requests: Mutex<Sender<Request>>,
+    requests: Sender<Request>,
     cache: Arc<Mutex<Cache>>,
+    /// The database's thread, joined on drop: once the store is gone, so
+    /// is its hold on the file.
+    owner: Option<JoinHandle<()>>,
 }
 
 impl SqliteKeyValue {
@@ -101,13 +108,14 @@ impl SqliteKeyValue {
             cache: Arc::clone(&cache),
             metrics,
         };
-        std::thread::Builder::new()
+        let owner = std::thread::Builder::new()
             .name("sessionbox-storage".into())
             .spawn(move || owner.run(received))
             .context("starting the storage thread")?;
         Ok(SqliteKeyValue {
-            requests: Mutex::new(requests),
+            requests,
             cache,
+            owner: Some(owner),
         })
     }
 
@@ -119,11 +127,21 @@ impl SqliteKeyValue {
             op,
             reply,
         };
-        let sent = self.requests.locked().send(request);
+        let sent = self.requests.send(request);
         Box::pin(async move {
             sent.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?.map(pick)
         })
+    }
+}
+
+impl Drop for SqliteKeyValue {
+    fn drop(&mut self) {
+        // Hanging up is what ends the thread, after the requests queued.
+        drop(std::mem::replace(&mut self.requests, mpsc::channel().0));
+        if let Some(owner) = self.owner.take() {
+            let _ = owner.join();
+        }
     }
 }
 
@@ -361,48 +379,59 @@ impl Owner {
         Ok(applied)
     }
 
-    /// Tells the cache, then the requesters: whoever hears back reads what
-    /// was written.
-    fn answer(&self, batch: Vec<Request>, applied: Vec<Applied>) {
+    /// Tells the cache, then the requesters (whoever hears back reads what
+    /// was written), then the metrics.
+    fn answer(&self, batch: Vec<Request>, mut applied: Vec<Applied>) {
+        let mut written = Vec::new();
         {
             let mut cache = self.cache.locked();
-            for (request, (_, learned)) in batch.iter().zip(&applied) {
-                if let Some(learned) = learned {
+            for (request, (_, learned)) in batch.iter().zip(&mut applied) {
+                if let Some(learned) = learned.take() {
                     cache.learn(&request.app, learned);
                 }
-            }
-        }
-        let mut written: Vec<&str> = batch
-            .iter()
-            .filter(|request| request.op.writes())
-            .map(|request| request.app.as_str())
-            .collect();
-        written.sort_unstable();
-        written.dedup();
-        for app in written {
-            if let Ok(used) = usage_row(&self.db, app) {
-                let labels = AppLabels {
-                    app: app.to_owned(),
-                };
-                let metrics = &self.metrics;
-                metrics
-                    .storage_bytes
-                    .get_or_create(&labels)
-                    .set(used.bytes as i64);
-                metrics
-                    .storage_keys
-                    .get_or_create(&labels)
-                    .set(used.keys as i64);
+                if request.op.writes() && !written.contains(&request.app) {
+                    written.push(request.app.clone());
+                }
             }
         }
         for (request, (answer, _)) in batch.into_iter().zip(applied) {
             let _ = request.reply.send(answer);
         }
+        for app in written {
+            if let Ok(used) = usage_row(&self.db, &app) {
+                self.show_usage(app, used);
+            }
+        }
     }
 
+    fn show_usage(&self, app: String, used: Usage) {
+        let labels = AppLabels { app };
+        let metrics = &self.metrics;
+        let bytes = metrics.storage_bytes.get_or_create(&labels);
+        bytes.set(used.bytes as i64);
+        let keys = metrics.storage_keys.get_or_create(&labels);
+        keys.set(used.keys as i64);
+    }
+
+    /// Deletes the expired keys of every app.
     fn sweep(&mut self) -> rusqlite::Result<()> {
-        self.db
+        let swept = self
+            .db
             .execute("DELETE FROM kv WHERE expires_at_ms <= ?1", [now_ms()])?;
+        if swept > 0 {
+            let mut statement = self.db.prepare("SELECT app, keys, bytes FROM kv_usage")?;
+            let rows = statement.query_map([], |r| {
+                let used = Usage {
+                    keys: r.get(1)?,
+                    bytes: r.get(2)?,
+                };
+                Ok((r.get(0)?, used))
+            })?;
+            for row in rows {
+                let (app, used) = row?;
+                self.show_usage(app, used);
+            }
+        }
         Ok(())
     }
 }
@@ -424,46 +453,60 @@ fn row(db: &Connection, app: &str, key: &str) -> rusqlite::Result<Option<Row>> {
         .optional()
 }
 
-/// The value of a row that has not expired.
-fn live(row: Option<Row>, now: i64) -> Option<Row> {
-    row.filter(|(_, expires)| expires.is_none_or(|at| at > now))
+/// The row, if it has not expired.
+fn live(row: &Option<Row>, now: i64) -> Option<&Row> {
+    row.as_ref()
+        .filter(|(_, expires)| expires.is_none_or(|at| at > now))
+}
+
+impl Learned {
+    /// The key as the cache should know it: `found` if it is live.
+    fn of(key: &str, found: Option<&Row>) -> Self {
+        Learned {
+            key: key.to_owned(),
+            value: found.map(|(value, _)| value.clone()),
+            expires_at_ms: found.and_then(|(_, expires)| *expires),
+        }
+    }
 }
 
 fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Applied> {
     let expiry = |ttl: &Option<Duration>| ttl.map(|ttl| now + ttl.as_millis() as i64);
     Ok(match op {
         Op::Get { key } => {
-            let found = live(row(db, app, key)?, now);
-            let learned = Learned {
-                key: key.clone(),
-                value: found.as_ref().map(|(value, _)| value.clone()),
-                expires_at_ms: found.as_ref().and_then(|(_, expires)| *expires),
-            };
-            (
-                Ok(Answer::Value(found.map(|(value, _)| value))),
-                Some(learned),
-            )
+            let old = row(db, app, key)?;
+            let found = live(&old, now);
+            let value = found.map(|(value, _)| value.clone());
+            (Ok(Answer::Value(value)), Some(Learned::of(key, found)))
         }
         Op::Set {
             key,
             value,
             ttl,
             quota,
-        } => write(db, app, key, value, expiry(ttl), *quota, now)?,
+        } => {
+            let old = row(db, app, key)?;
+            let write = Write {
+                key,
+                value,
+                expires_at_ms: expiry(ttl),
+            };
+            let (written, learned) = write.apply(db, app, old, *quota, now)?;
+            (written.map(|()| Answer::Done), learned)
+        }
         Op::Delete { key } => {
-            let existed = live(row(db, app, key)?, now).is_some();
+            let existed = live(&row(db, app, key)?, now).is_some();
             db.prepare_cached("DELETE FROM kv WHERE app = ?1 AND key = ?2")?
                 .execute(params![app, key])?;
-            let learned = Learned {
-                key: key.clone(),
-                value: None,
-                expires_at_ms: None,
-            };
-            (Ok(Answer::Bool(existed)), Some(learned))
+            (Ok(Answer::Bool(existed)), Some(Learned::of(key, None)))
         }
         Op::Increment { key, delta, quota } => {
-            let (current, expires) = live(row(db, app, key)?, now).unwrap_or((b"0".to_vec(), None));
-            let sum = std::str::from_utf8(&current)
+            let old = row(db, app, key)?;
+            let (current, expires_at_ms) = match live(&old, now) {
+                Some((value, expires)) => (value.as_slice(), *expires),
+                None => (&b"0"[..], None),
+            };
+            let sum = std::str::from_utf8(current)
                 .ok()
                 .and_then(|text| text.parse::<i64>().ok())
                 .ok_or_else(|| {
@@ -481,8 +524,13 @@ fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Appl
             match sum {
                 Ok(sum) => {
                     let value = sum.to_string().into_bytes();
-                    let (written, learned) = write(db, app, key, &value, expires, *quota, now)?;
-                    (written.map(|_| Answer::Sum(sum)), learned)
+                    let write = Write {
+                        key,
+                        value: &value,
+                        expires_at_ms,
+                    };
+                    let (written, learned) = write.apply(db, app, old, *quota, now)?;
+                    (written.map(|()| Answer::Sum(sum)), learned)
                 }
                 Err(error) => (Err(error), None),
             }
@@ -494,17 +542,18 @@ fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Appl
             ttl,
             quota,
         } => {
-            let current = live(row(db, app, key)?, now);
-            if current.as_ref().map(|(value, _)| value) != expected.as_ref() {
-                let learned = Learned {
-                    key: key.clone(),
-                    value: current.as_ref().map(|(value, _)| value.clone()),
-                    expires_at_ms: current.and_then(|(_, expires)| expires),
-                };
-                (Ok(Answer::Bool(false)), Some(learned))
+            let old = row(db, app, key)?;
+            let current = live(&old, now);
+            if current.map(|(value, _)| value) != expected.as_ref() {
+                (Ok(Answer::Bool(false)), Some(Learned::of(key, current)))
             } else {
-                let (written, learned) = write(db, app, key, value, expiry(ttl), *quota, now)?;
-                (written.map(|_| Answer::Bool(true)), learned)
+                let write = Write {
+                    key,
+                    value,
+                    expires_at_ms: expiry(ttl),
+                };
+                let (written, learned) = write.apply(db, app, old, *quota, now)?;
+                (written.map(|()| Answer::Bool(true)), learned)
             }
         }
         Op::List {
@@ -519,23 +568,65 @@ fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Appl
     })
 }
 
-/// Writes a key's value, if the app's quota has room for it (counting
-/// expired keys only until they are deleted, which a full quota does first).
-fn write(
-    db: &Connection,
-    app: &str,
-    key: &str,
-    value: &[u8],
+/// A key's new value and expiry.
+struct Write<'a> {
+    key: &'a str,
+    value: &'a [u8],
     expires_at_ms: Option<i64>,
-    quota: Quota,
-    now: i64,
-) -> rusqlite::Result<Applied> {
-    let fits = |db: &Connection| -> rusqlite::Result<Result<(), StorageError>> {
-        let old = row(db, app, key)?;
+}
+
+impl Write<'_> {
+    /// Writes it over `old` (the key's row as the caller read it, expired or
+    /// not), if the app's quota has room: expired keys count until they are
+    /// deleted, which a full quota does first.
+    fn apply(
+        &self,
+        db: &Connection,
+        app: &str,
+        mut old: Option<Row>,
+        quota: Quota,
+        now: i64,
+    ) -> rusqlite::Result<(Result<(), StorageError>, Option<Learned>)> {
+        let mut room = self.fits(db, app, &old, quota)?;
+        if room.is_err() {
+            let purged = db
+                .prepare_cached("DELETE FROM kv WHERE app = ?1 AND expires_at_ms <= ?2")?
+                .execute(params![app, now])?;
+            if purged > 0 {
+                old = row(db, app, self.key)?;
+                room = self.fits(db, app, &old, quota)?;
+            }
+        }
+        if let Err(error) = room {
+            return Ok((Err(error), None));
+        }
+        db.prepare_cached(
+            "INSERT INTO kv (app, key, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (app, key) DO UPDATE
+             SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
+        )?
+        .execute(params![app, self.key, self.value, self.expires_at_ms])?;
+        let learned = Learned {
+            key: self.key.to_owned(),
+            value: Some(self.value.to_vec()),
+            expires_at_ms: self.expires_at_ms,
+        };
+        Ok((Ok(()), Some(learned)))
+    }
+
+    /// Whether the app's store has room for it, replacing `old`.
+    fn fits(
+        &self,
+        db: &Connection,
+        app: &str,
+        old: &Option<Row>,
+        quota: Quota,
+    ) -> rusqlite::Result<Result<(), StorageError>> {
         let used = usage_row(db, app)?;
-        let old_bytes = old.as_ref().map_or(0, |(value, _)| key.len() + value.len()) as u64;
+        let size = |value: &[u8]| (self.key.len() + value.len()) as u64;
+        let old_bytes = old.as_ref().map_or(0, |(value, _)| size(value));
         let keys = used.keys + u64::from(old.is_none());
-        let bytes = used.bytes.saturating_sub(old_bytes) + (key.len() + value.len()) as u64;
+        let bytes = used.bytes.saturating_sub(old_bytes) + size(self.value);
         Ok(if keys > quota.keys {
             Err(StorageError::Quota(format!(
                 "the app's storage holds its most keys ({})",
@@ -549,28 +640,7 @@ fn write(
         } else {
             Ok(())
         })
-    };
-    let mut room = fits(db)?;
-    if room.is_err() {
-        db.prepare_cached("DELETE FROM kv WHERE app = ?1 AND expires_at_ms <= ?2")?
-            .execute(params![app, now])?;
-        room = fits(db)?;
     }
-    if let Err(error) = room {
-        return Ok((Err(error), None));
-    }
-    db.prepare_cached(
-        "INSERT INTO kv (app, key, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (app, key) DO UPDATE
-         SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
-    )?
-    .execute(params![app, key, value, expires_at_ms])?;
-    let learned = Learned {
-        key: key.to_owned(),
-        value: Some(value.to_vec()),
-        expires_at_ms,
-    };
-    Ok((Ok(Answer::Done), Some(learned)))
 }
 
 fn list(
@@ -641,6 +711,17 @@ struct Cached {
     expires_at_ms: Option<i64>,
 }
 
+/// What a cached key costs beyond its bytes: the maps' entry, the two
+/// allocations' headers. A guess on the high side, so that a flood of
+/// short keys known absent cannot hold much more than the limit.
+const ENTRY_OVERHEAD: usize = 96;
+
+impl Cached {
+    fn size(&self, key: &str) -> usize {
+        ENTRY_OVERHEAD + key.len() + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
 impl Cache {
     fn new(limit: usize) -> Self {
         Cache {
@@ -658,21 +739,23 @@ impl Cache {
         Some(if expired { None } else { cached.value.clone() })
     }
 
-    fn learn(&mut self, app: &str, learned: &Learned) {
-        let size =
-            |key: &str, cached: &Cached| key.len() + cached.value.as_ref().map_or(0, Vec::len);
+    fn learn(&mut self, app: &str, learned: Learned) {
         let cached = Cached {
-            value: learned.value.clone(),
+            value: learned.value,
             expires_at_ms: learned.expires_at_ms,
         };
-        let added = size(&learned.key, &cached);
+        let added = cached.size(&learned.key);
         if self.bytes + added > self.limit {
             self.shrink(self.limit / 2);
         }
-        let keys = self.apps.entry(app.to_owned()).or_default();
-        if let Some(old) = keys.insert(learned.key.clone(), cached) {
-            self.bytes -= size(&learned.key, &old);
+        if !self.apps.contains_key(app) {
+            self.apps.insert(app.to_owned(), HashMap::new());
         }
+        let keys = self.apps.get_mut(app).expect("inserted above");
+        if let Some(old) = keys.get(&learned.key) {
+            self.bytes -= old.size(&learned.key);
+        }
+        keys.insert(learned.key, cached);
         self.bytes += added;
     }
 
@@ -684,7 +767,7 @@ impl Cache {
                 if self.bytes <= target {
                     return true;
                 }
-                self.bytes -= key.len() + cached.value.as_ref().map_or(0, Vec::len);
+                self.bytes -= cached.size(key);
                 false
             });
         }
@@ -725,12 +808,8 @@ mod tests {
             assert!(!block(kv.delete("b", "k")).unwrap());
             assert_eq!(block(kv.get("a", "k")).unwrap().unwrap(), b"of a");
         }
-        // The thread lets go of the file once the store is dropped.
-        let reopened = (0..100).find_map(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            SqliteKeyValue::open(&dir.path().join("kv.db"), 1 << 20, Arc::default()).ok()
-        });
-        let kv = reopened.expect("the database is free again");
+        // Dropping the store let go of the file.
+        let kv = open(&dir);
         assert_eq!(block(kv.get("a", "k")).unwrap().unwrap(), b"of a");
         assert_eq!(block(kv.get("b", "k")).unwrap(), None);
     }
@@ -835,6 +914,29 @@ mod tests {
         );
         let percent = block(kv.list("a", "men%", None, 10)).unwrap();
         assert_eq!(percent.keys, ["men%"], "a prefix is bytes, not a pattern");
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_limit_and_forgets_to_stay_under_it() {
+        let mut cache = Cache::new(4_096);
+        for n in 0..1_000 {
+            let learned = Learned {
+                key: format!("key{n}"),
+                value: (n % 2 == 0).then(|| vec![0; 100]),
+                expires_at_ms: None,
+            };
+            cache.learn("a", learned);
+            assert!(cache.bytes <= cache.limit, "{} after {n}", cache.bytes);
+        }
+        let known = cache.apps["a"].len();
+        assert!((10..1_000).contains(&known), "{known} keys cached");
+        assert_eq!(
+            cache.get("a", "key999", 0),
+            Some(None),
+            "the last one learned"
+        );
+        let counted: usize = cache.apps["a"].iter().map(|(k, c)| c.size(k)).sum();
+        assert_eq!(counted, cache.bytes);
     }
 
     #[test]
