@@ -76,21 +76,16 @@ impl Gate {
         phases: Phases,
         rule: impl FnOnce() -> Result<(), String>,
     ) -> Result<(), Refusal> {
-        self.admit_unless(capability, phases, || rule().map_err(Refused::rule))
-    }
-
-    /// [`Gate::admit`] for rules that say which kind of refusal they make.
-    pub fn admit_unless(
-        &self,
-        capability: Capability,
-        phases: Phases,
-        rule: impl FnOnce() -> Result<(), Refused>,
-    ) -> Result<(), Refusal> {
-        self.book(capability, self.check(phases).and_then(|()| rule()))
+        let outcome = self.check(phases);
+        self.book(
+            capability,
+            outcome.and_then(|()| rule().map_err(Refused::rule)),
+        )
     }
 
     /// Whether the phase allows a capability, without booking anything:
-    /// for a use whose outcome is known only later (see [`Gate::book`]).
+    /// for a capability whose rules say their kind of refusal, or whose
+    /// outcome is known only later (see [`Gate::book`]).
     pub fn check(&self, phases: Phases) -> Result<(), Refused> {
         phases.check(self.phase).map_err(|reason| Refused {
             kind: RefusalKind::Phase,

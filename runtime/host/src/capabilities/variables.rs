@@ -87,17 +87,14 @@ impl Factor for AppVariables {
 
 impl variables::Host for VariablesView<'_> {
     fn get(&mut self, name: String) -> wasmtime::Result<Result<String, Refusal>> {
-        let found = self.variables.get(&name);
-        let known = || {
-            found.map(|_| ()).ok_or_else(|| Refused {
+        let value = self.gate.check(Phases::UntilTerminated).and_then(|()| {
+            let variable = self.variables.get(&name).ok_or_else(|| Refused {
                 kind: RefusalKind::Unknown,
                 reason: format!("the app has no variable named `{name}`"),
-            })
-        };
-        let admitted =
-            self.gate
-                .admit_unless(Capability::Variables, Phases::UntilTerminated, known);
-        Ok(admitted.map(|()| found.map(|v| v.value.clone()).unwrap_or_default()))
+            })?;
+            Ok(variable.value.clone())
+        });
+        Ok(self.gate.book(Capability::Variables, value))
     }
 }
 
