@@ -6,33 +6,7 @@
 // alerting -> answer -> connected -> say -> playback finished -> hang up ->
 // disconnected. With nothing left to do, the session idles into
 // `terminating`. The C twin of guest-examples/rust/call-handler.
-#include <stdlib.h>
-
 #include "sessionbox.h"
-
-static struct call {
-  uint32_t id;
-  sb_call_t handle;
-} *calls;
-static size_t ncalls;
-
-static struct call *find(uint32_t id) {
-  for (size_t i = 0; i < ncalls; i++)
-    if (calls[i].id == id) return &calls[i];
-  return NULL;
-}
-
-// Drops the call's handle (which only forgets it) and removes it.
-static void forget(uint32_t id) {
-  struct call *c = find(id);
-  if (!c) return;
-  sessionbox_scenario_calls_call_drop_own(c->handle);
-  *c = calls[--ncalls];
-}
-
-static sessionbox_scenario_calls_borrow_call_t borrow(struct call *c) {
-  return sessionbox_scenario_calls_borrow_call(c->handle);
-}
 
 void exports_sessionbox_scenario_app_events_call_alerting(
     exports_sessionbox_scenario_app_events_call_alerting_event_t *event) {
@@ -44,45 +18,41 @@ void exports_sessionbox_scenario_app_events_call_alerting(
     sb_log_refusal(&refusal);
   uint32_t id = sessionbox_scenario_calls_method_call_id(
       sessionbox_scenario_calls_borrow_call(event->call));
-  forget(id);  // a map insert replaces (and drops) an older entry
-  struct call *grown = realloc(calls, (ncalls + 1) * sizeof *calls);
-  if (!grown) abort();
-  calls = grown;
-  calls[ncalls++] = (struct call){id, event->call};
+  sb_calls_keep(id, event->call);
   exports_sessionbox_scenario_app_events_call_alerting_event_free(event);
 }
 
 void exports_sessionbox_scenario_app_events_call_connected(uint32_t id) {
   sb_logf("connected");
-  struct call *c = find(id);
-  if (!c) return;
+  sessionbox_scenario_calls_borrow_call_t call;
+  if (!sb_calls_borrow(id, &call)) return;
   scenario_string_t text, language;
   scenario_string_set(&text, "Thanks for calling Sessionbox. Goodbye.");
   scenario_string_set(&language, "en-US");
   sb_refusal_t refusal;
-  if (!sessionbox_scenario_calls_method_call_say(borrow(c), &text, &language, &refusal))
+  if (!sessionbox_scenario_calls_method_call_say(call, &text, &language, &refusal))
     sb_log_refusal(&refusal);
 }
 
 void exports_sessionbox_scenario_app_events_call_playback_finished(uint32_t id) {
   sb_logf("prompt finished, hanging up");
-  struct call *c = find(id);
-  if (!c) return;
+  sessionbox_scenario_calls_borrow_call_t call;
+  if (!sb_calls_borrow(id, &call)) return;
   sb_refusal_t refusal;
-  if (!sessionbox_scenario_calls_method_call_hangup(borrow(c), &refusal))
+  if (!sessionbox_scenario_calls_method_call_hangup(call, &refusal))
     sb_log_refusal(&refusal);
 }
 
 void exports_sessionbox_scenario_app_events_call_disconnected(uint32_t id) {
   sb_logf("call ended");
-  forget(id);
+  sb_calls_forget(id);
 }
 
 void exports_sessionbox_scenario_app_events_call_failed(uint32_t id, uint16_t code,
                                                         scenario_string_t *reason) {
   (void)code;
   // Never connected (e.g. the caller gave up): nothing left to do.
-  forget(id);
+  sb_calls_forget(id);
   scenario_string_free(reason);
 }
 

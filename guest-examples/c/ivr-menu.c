@@ -14,27 +14,6 @@ static const char DEFAULT_MENU[] = "Press 1 for sales, 2 for support, # to hang 
 // Said for a digit with no `menu/<digit>`.
 static const char NO_SUCH_OPTION[] = "No such option.";
 
-// The calls, by id: their events name them by id, the actions need the handle.
-static struct call {
-  uint32_t id;
-  sb_call_t handle;
-} *calls;
-static size_t ncalls;
-
-static struct call *find(uint32_t id) {
-  for (size_t i = 0; i < ncalls; i++)
-    if (calls[i].id == id) return &calls[i];
-  return NULL;
-}
-
-// Drops the call's handle (which only forgets it) and removes it.
-static void forget(uint32_t id) {
-  struct call *c = find(id);
-  if (!c) return;
-  sessionbox_scenario_calls_call_drop_own(c->handle);
-  *c = calls[--ncalls];
-}
-
 // Says the text at `key` on the call, or `fallback` when there is none. A
 // refused read is logged and counts as absent, so the caller still hears
 // the fallback.
@@ -45,12 +24,11 @@ static void say_prompt(uint32_t id, const char *key, const char *fallback) {
     sb_log_refusal(&refusal);
     prompt = NULL;
   }
-  struct call *c = find(id);
-  if (c) {
+  sessionbox_scenario_calls_borrow_call_t call;
+  if (sb_calls_borrow(id, &call)) {
     scenario_string_t text;
     scenario_string_set(&text, prompt ? prompt : fallback);
-    if (!sessionbox_scenario_calls_method_call_say(
-            sessionbox_scenario_calls_borrow_call(c->handle), &text, NULL, &refusal))
+    if (!sessionbox_scenario_calls_method_call_say(call, &text, NULL, &refusal))
       sb_log_refusal(&refusal);
   }
   free(prompt);
@@ -64,11 +42,7 @@ void exports_sessionbox_scenario_app_events_call_alerting(
     sb_log_refusal(&refusal);
   uint32_t id = sessionbox_scenario_calls_method_call_id(
       sessionbox_scenario_calls_borrow_call(event->call));
-  forget(id);  // a map insert replaces (and drops) an older entry
-  struct call *grown = realloc(calls, (ncalls + 1) * sizeof *calls);
-  if (!grown) abort();
-  calls = grown;
-  calls[ncalls++] = (struct call){id, event->call};
+  sb_calls_keep(id, event->call);
   exports_sessionbox_scenario_app_events_call_alerting_event_free(event);
 }
 
@@ -80,10 +54,10 @@ void exports_sessionbox_scenario_app_events_call_tone_received(uint32_t id,
                                                                scenario_string_t *tone) {
   char key = tone->len == 1 ? (char)tone->ptr[0] : '\0';
   if (key == '#') {
-    struct call *c = find(id);
+    sessionbox_scenario_calls_borrow_call_t call;
     sb_refusal_t refusal;
-    if (c && !sessionbox_scenario_calls_method_call_hangup(
-                 sessionbox_scenario_calls_borrow_call(c->handle), &refusal))
+    if (sb_calls_borrow(id, &call) &&
+        !sessionbox_scenario_calls_method_call_hangup(call, &refusal))
       sb_log_refusal(&refusal);
   } else if (key >= '0' && key <= '9') {
     char option[] = "menu/?";
@@ -95,7 +69,7 @@ void exports_sessionbox_scenario_app_events_call_tone_received(uint32_t id,
 }
 
 void exports_sessionbox_scenario_app_events_call_disconnected(uint32_t id) {
-  forget(id);
+  sb_calls_forget(id);
   sb_refusal_t refusal;
   if (!sessionbox_scenario_session_terminate(&refusal)) sb_log_refusal(&refusal);
 }

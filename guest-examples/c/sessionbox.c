@@ -609,3 +609,37 @@ bool sb_http_post(const char *url, const char *content_type, const void *body, s
   sb_header header = {"content-type", content_type};
   return sb_http_request("POST", url, &header, 1, body, len, response, error);
 }
+
+// The kept calls: few at a time, so a list searched in order.
+static struct kept_call {
+  uint32_t id;
+  sb_call_t handle;
+} *kept_calls;
+static size_t kept_count;
+
+static struct kept_call *find_call(uint32_t id) {
+  for (size_t i = 0; i < kept_count; i++)
+    if (kept_calls[i].id == id) return &kept_calls[i];
+  return NULL;
+}
+
+void sb_calls_forget(uint32_t id) {
+  struct kept_call *c = find_call(id);
+  if (!c) return;
+  sessionbox_scenario_calls_call_drop_own(c->handle);
+  *c = kept_calls[--kept_count];
+}
+
+void sb_calls_keep(uint32_t id, sb_call_t handle) {
+  sb_calls_forget(id);
+  struct kept_call *grown = realloc(kept_calls, (kept_count + 1) * sizeof *kept_calls);
+  if (!grown) abort();
+  kept_calls = grown;
+  kept_calls[kept_count++] = (struct kept_call){id, handle};
+}
+
+bool sb_calls_borrow(uint32_t id, sessionbox_scenario_calls_borrow_call_t *call) {
+  struct kept_call *c = find_call(id);
+  if (c) *call = sessionbox_scenario_calls_borrow_call(c->handle);
+  return c != NULL;
+}

@@ -68,6 +68,16 @@ void sb_put_json_string(sb_buf *b, const uint8_t *bytes, size_t len);
 void sb_respond(sb_response_t *ret, uint16_t status, const char *content_type,
                 sb_buf *body);
 
+// The calls a scenario keeps, by id: their events name a call by its id,
+// and actions need its handle.
+//
+// Keeps `handle` under `id`, replacing (and dropping) an older handle.
+void sb_calls_keep(uint32_t id, sb_call_t handle);
+// The handle kept under `id`, borrowed for an action; false if none.
+bool sb_calls_borrow(uint32_t id, sessionbox_scenario_calls_borrow_call_t *call);
+// Drops the handle kept under `id` (which only forgets the call).
+void sb_calls_forget(uint32_t id);
+
 // Storage: key-value pairs shared by every session of the app, kept across
 // sessions (interface `storage`; see wit/scenario.wit for its limits).
 //
