@@ -5,9 +5,9 @@
 //!
 //! Adding a language: a `guest-examples/<language>/build.sh` that writes
 //! `target/guests/<language>/<example>.wasm`, and one line in `languages!`
-//! below.
+//! below. `rust_v0_1` runs components built for the earlier world, 0.1.0.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -61,6 +61,12 @@ macro_rules! checks_of {
     (visit_counter) => {
         checks!(visit_counter_counts_the_visits_of_every_session);
     };
+    (ivr_menu) => {
+        checks!(ivr_menu_reads_its_prompts_from_storage);
+    };
+    (webhook) => {
+        checks!(webhook_posts_with_its_secret_token_and_never_logs_it);
+    };
     (kv_probe) => {
         checks!(
             storage_counts_every_increment_of_two_sessions,
@@ -84,15 +90,17 @@ macro_rules! checks {
 }
 
 languages! {
-    rust: "", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter];
-    js: "js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter];
-    python: "python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter];
-    c: "c", 16 MiB, [hello, call_handler, remote_control, kv_probe, visit_counter];
+    rust: "target/guests", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
+    // Built for the 0.1.0 world, run by today's host.
+    rust_v0_1: "tests/guests/v0.1.0", 16 MiB, [hello, call_handler, farewell];
+    js: "target/guests/js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
+    python: "target/guests/python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
+    c: "target/guests/c", 16 MiB, [hello, call_handler, remote_control, kv_probe, visit_counter, ivr_menu, webhook];
 }
 
 /// Where a language's examples are, and the memory its runtime needs.
 struct Language {
-    /// Below `target/guests` (Rust's examples are at its top).
+    /// Where its components are, from the repository's root.
     dir: &'static str,
     memory_mib: usize,
 }
@@ -102,7 +110,7 @@ const MAX_MEMORY_MIB: usize = 32;
 
 impl Language {
     fn example(&self, name: &str) -> PathBuf {
-        guest_path(&Path::new(self.dir).join(name).to_string_lossy())
+        repo_root().join(self.dir).join(format!("{name}.wasm"))
     }
 
     fn limits(&self, limits: Limits) -> Limits {
@@ -677,4 +685,76 @@ async fn visit_counter_counts_the_visits_of_every_session(language: &Language) {
         counts.push(body["visits"].as_i64().unwrap());
     }
     assert_eq!(counts, [1, 2, 3]);
+}
+
+async fn ivr_menu_reads_its_prompts_from_storage(language: &Language) {
+    let (runtime, scenario) = language.load("ivr-menu", Limits::default());
+    let (app, backend, _dir) = app_with_storage("ivr", vec![]);
+    let quota = sessionbox::capabilities::storage::rules::quota(&Limits::default());
+    let seeded = backend.set(
+        "ivr",
+        "menu/1",
+        b"Sales, please hold.".to_vec(),
+        None,
+        quota,
+    );
+    seeded.await.unwrap();
+    let mut watched = start_in(runtime, &scenario, "", app).await;
+    let call = watched
+        .session
+        .incoming_call(IncomingCall::default())
+        .unwrap();
+    watched.until_event("CallPlaybackFinished").await;
+    watched.session.remote_tone(call, "1").unwrap();
+    watched.until_event("CallPlaybackFinished").await;
+    watched.session.remote_tone(call, "#").unwrap();
+    let record = watched.finished().await;
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "CallAlerting",
+            "CallConnected",
+            "CallPlaybackFinished",
+            "CallToneReceived",
+            "CallPlaybackFinished",
+            "CallToneReceived",
+            "CallDisconnected",
+            "Terminating",
+            "Terminated",
+        ]
+    );
+    let uses = &record.capabilities.uses;
+    assert_eq!(uses["storage"], 2, "`menu`, then `menu/1`: {uses:?}");
+    assert_eq!(uses["calls"], 4, "answer, say, say, hangup: {uses:?}");
+    assert_eq!(record.capabilities.refused("storage"), 0);
+}
+
+async fn webhook_posts_with_its_secret_token_and_never_logs_it(language: &Language) {
+    let (url, mut received) = webhook::start().await;
+    let (runtime, scenario) = language.load("webhook", loopback_allowed());
+    let variables = vec![
+        ("webhook_url", url.as_str(), false),
+        ("webhook_token", "t0ken-of-the-app", true),
+    ];
+    let (app, _backend, _dir) = app_with_storage("hooks", variables);
+    let mut watched = start_in(runtime, &scenario, "order-7", app).await;
+    let id = watched.session.id().to_owned();
+    watched.session.terminate().unwrap();
+    let record = watched.finished().await;
+
+    let hook = received.recv().await.expect("the webhook was called");
+    assert_eq!(hook.method, "POST");
+    assert_eq!(
+        hook.authorization.as_deref(),
+        Some("Bearer t0ken-of-the-app")
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hook.body).unwrap(),
+        serde_json::json!({"session": id, "custom_data": "order-7"})
+    );
+    let log = lines(&record, LogSource::Scenario);
+    assert_eq!(log, [format!("notified {url}: 200")]);
+    let everything = serde_json::to_string(&*record).unwrap();
+    assert!(!everything.contains("t0ken"), "{everything}");
 }

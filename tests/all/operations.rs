@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::server::InProcess;
+use crate::support::server::{InProcess, probe_over_http, start_over_api};
 use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -398,24 +398,9 @@ async fn a_disk_that_fills_refuses_storage_writes_as_full_and_loses_nothing_stor
     let history = tempfile::tempdir().unwrap();
     let storage = format!("storage = \"{}\"", disk.path().join("storage.db").display());
     let running = serve(&history.path().join("history.db"), &storage).await;
-    let client = reqwest::Client::new();
-    let started: Value = client
-        .post(format!("{}/v1/apps/probe/sessions", running.url))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = started["access_url"].as_str().unwrap().to_owned();
-    let probe = async |command: String| -> String {
-        let answer = client.post(&access).body(command).send().await.unwrap();
-        let status = answer.status();
-        let text = answer.text().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{text}");
-        text
-    };
+    let started = start_over_api(&running.url, "probe", KEY).await;
+    let access = started["access_url"].as_str().unwrap();
+    let probe = |command| probe_over_http(access, command);
     assert_eq!(probe("set kept before".into()).await, "ok");
     let filler = fill(disk.path(), 64 << 10);
 

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::support::server::InProcess;
+use crate::support::server::{InProcess, probe_over_http, start_over_api};
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -713,15 +713,7 @@ fn signal(process: &Process, signal: &str) {
 }
 
 async fn start_over_http(url: &str) -> String {
-    let started: Value = reqwest::Client::new()
-        .post(format!("{url}/v1/apps/remote/sessions"))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started = start_over_api(url, "remote", ACME).await;
     str_of(&started, "session_id").to_owned()
 }
 
@@ -1011,24 +1003,11 @@ async fn a_set_that_returned_ok_survives_a_kill_9() {
     std::fs::write(&config, config_text(dir.path())).unwrap();
     let mut first = spawn_server(&config, dir.path());
     let client = reqwest::Client::new();
-    let started: Value = client
-        .post(format!("{}/v1/apps/probe/sessions", first.url))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started = start_over_api(&first.url, "probe", ACME).await;
     let access = str_of(&started, "access_url");
     for n in 0..20 {
-        let answer = client
-            .post(access)
-            .body(format!("set key{n} value{n}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.text().await.unwrap(), "ok");
+        let answer = probe_over_http(access, format!("set key{n} value{n}")).await;
+        assert_eq!(answer, "ok");
     }
     signal(&first, "-KILL");
     first.child.wait().unwrap();

@@ -51,3 +51,31 @@ impl Drop for InProcess {
         }
     }
 }
+
+/// Starts a session of `app` through the API of the server at `url`; the
+/// API's answer (`session_id`, `access_url`, ...).
+pub async fn start_over_api(url: &str, app: &str, key: &str) -> serde_json::Value {
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/v1/apps/{app}/sessions"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::CREATED);
+    answer.json().await.unwrap()
+}
+
+/// Sends a command line to a kv-probe session at its access URL; its
+/// one-line answer.
+pub async fn probe_over_http(access_url: &str, command: String) -> String {
+    let answer = reqwest::Client::new()
+        .post(access_url)
+        .body(command)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let text = answer.text().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{text}");
+    text
+}

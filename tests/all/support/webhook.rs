@@ -16,6 +16,7 @@ pub struct Received {
     pub method: String,
     pub path: String,
     pub content_type: Option<String>,
+    pub authorization: Option<String>,
     pub body: String,
 }
 
@@ -36,16 +37,18 @@ pub async fn start() -> (String, mpsc::UnboundedReceiver<Received>) {
                 async move {
                     let method = request.method().to_string();
                     let path = request.uri().path().to_owned();
-                    let content_type = request
-                        .headers()
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
+                    let header = |name| {
+                        let value = request.headers().get(name)?;
+                        value.to_str().ok().map(str::to_owned)
+                    };
+                    let content_type = header("content-type");
+                    let authorization = header("authorization");
                     let body = request.into_body().collect().await.unwrap().to_bytes();
                     let _ = tx.send(Received {
                         method,
                         path,
                         content_type,
+                        authorization,
                         body: String::from_utf8_lossy(&body).into_owned(),
                     });
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
