@@ -18,6 +18,8 @@
 # - Fairness: a healthy session's requests through `sessionbox serve`, alone
 #   and beside another tenant's spinning sessions (cargo bench --bench
 #   fairness), settings taking turns, three rounds each.
+# - Storage: get and set from inside a handler beside rusqlite used directly
+#   (cargo bench --bench storage), sides taking turns, five rounds each.
 # - The JavaScript peer (Node.js, one vm context per session) for W1, when
 #   SESSIONBOX_NODE_PEER names its bench.mjs (the bench-baselines suite).
 set -euo pipefail
@@ -54,7 +56,7 @@ mkdir -p "$out"
 
 step() { echo "== $*" >&2; }
 
-[ -f target/guests/bench-echo.wasm ] || guest-examples/rust/build.sh
+[ -f target/guests/bench-echo.wasm ] && [ -f target/guests/bench-storage.wasm ] || guest-examples/rust/build.sh
 if ! command -v wrk >/dev/null; then
   step "installing wrk"
   if [ "$(id -u)" -eq 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi
@@ -184,6 +186,10 @@ echo "plain-hyper,$p_rps,$p_p99,$p_errors,$p_cpu,$p_user" >>"$out/w4-end-to-end.
 step "Fairness through the server"
 bench fairness -- "${smoke[@]}"
 { echo "spinning_sessions,requests_per_s,p50_us,p99_us,max_us,p99_vs_alone,rate_vs_alone"; cat "$work/bench.csv"; } >"$out/fairness.csv"
+
+step "Storage from inside a handler, beside bare SQLite"
+bench storage -- "${smoke[@]}"
+{ echo "operation,sessionbox_per_s,p50_us,p99_us,bare_per_s,bare_p50_us,bare_p99_us"; cat "$work/bench.csv"; } >"$out/storage.csv"
 
 # The summary: every workload beside its baseline.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }

@@ -19,7 +19,7 @@ export CARGO_TARGET_DIR=${SESSIONBOX_GUEST_TARGET:-$HOME/.cache/sessionbox/guest
 # use underscores; ours use dashes).
 workspaces=(
   "$here:hello call-handler remote-control farewell visit-counter ivr-menu webhook kv-probe"
-  "$root/tests/guests:phase-probe bench-echo fetcher sip-probe"
+  "$root/tests/guests:phase-probe bench-echo bench-storage fetcher sip-probe"
 )
 
 say() { echo "== $*" >&2; }
