@@ -953,6 +953,12 @@ async fn operators_seed_and_inspect_an_apps_storage_and_only_their_own() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["keys"], json!(["visits"]), "{listed}");
+    let bytes = "visits".len() + "42".len();
+    assert_eq!(
+        listed["usage"],
+        json!({"keys": 1, "bytes": bytes}),
+        "{listed}"
+    );
     // Another tenant's key reaches nothing, and the apps' stores are apart.
     let (status, _) = running.get("/v1/apps/counter/storage/visits", GLOBEX).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

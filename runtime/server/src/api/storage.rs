@@ -2,7 +2,8 @@
 //! it, inspect it, clean it up. The same limits apply as to the app's
 //! scenarios (key, value and TTL sizes, the app's quota).
 //!
-//! - `GET /v1/apps/{app}/storage?prefix=&after=&limit=`: a page of keys
+//! - `GET /v1/apps/{app}/storage?prefix=&after=&limit=`: a page of keys,
+//!   and what the store holds
 //! - `GET /v1/apps/{app}/storage/{key}`: the value's bytes
 //! - `PUT /v1/apps/{app}/storage/{key}?ttl=<seconds>` (body: the value)
 //! - `DELETE /v1/apps/{app}/storage/{key}`
@@ -21,17 +22,18 @@ use crate::Server;
 use crate::error::{ApiBytes, ApiError, ApiPath, ApiResult};
 use sessionbox_host::bindings::RefusalKind;
 use sessionbox_host::capabilities::Refused;
-use sessionbox_host::capabilities::storage::{AppStorage, MAX_LIST_KEYS, rules};
+use sessionbox_host::capabilities::storage::{AppStorage, rules};
 use sessionbox_host::keyvalue::StorageError;
-use sessionbox_host::limits::Limits;
+use sessionbox_host::scenario::Scenario;
 
-/// The app's store and limits, if the tenant has the app.
-fn store_of(server: &Server, tenant: &str, app: &str) -> ApiResult<(AppStorage, Limits)> {
+/// The app's store, and the scenario whose limits apply, if the tenant has
+/// the app.
+fn store_of(server: &Server, tenant: &str, app: &str) -> ApiResult<(AppStorage, Arc<Scenario>)> {
     let found = server.app(tenant, app).ok_or_else(|| no_app(app))?;
     let store = found.state.storage.ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this node has no storage")
     })?;
-    Ok((store, found.scenario.limits().clone()))
+    Ok((store, found.scenario))
 }
 
 /// A refusal as an answer: what the rule said, with the status that fits.
@@ -65,18 +67,20 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (store, limits) = store_of(&server, &tenant, &app)?;
+    let (store, scenario) = store_of(&server, &tenant, &app)?;
+    let limits = scenario.limits();
     let limit = query.limit.unwrap_or(100);
-    rules::check_listing(&limits, &query.prefix, limit).map_err(refused)?;
+    rules::check_listing(limits, &query.prefix, limit).map_err(refused)?;
     let page = store
         .backend
         .list(&store.app, &query.prefix, query.after.as_deref(), limit)
         .await
         .map_err(failed)?;
+    let used = store.backend.usage(&store.app).await.map_err(failed)?;
     Ok(Json(json!({
         "keys": page.keys,
         "next": page.next,
-        "limit_max": MAX_LIST_KEYS,
+        "usage": { "keys": used.keys, "bytes": used.bytes },
     })))
 }
 
@@ -85,8 +89,9 @@ pub(super) async fn get(
     Tenant(tenant): Tenant,
     ApiPath((app, key)): ApiPath<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let (store, limits) = store_of(&server, &tenant, &app)?;
-    rules::check_key(&limits, &key).map_err(refused)?;
+    let (store, scenario) = store_of(&server, &tenant, &app)?;
+    let limits = scenario.limits();
+    rules::check_key(limits, &key).map_err(refused)?;
     let value = store
         .backend
         .get(&store.app, &key)
@@ -111,10 +116,11 @@ pub(super) async fn put(
     ApiBytes(value): ApiBytes,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (store, limits) = store_of(&server, &tenant, &app)?;
-    let ttl = rules::check_write(&limits, &key, &value, query.ttl).map_err(refused)?;
+    let (store, scenario) = store_of(&server, &tenant, &app)?;
+    let limits = scenario.limits();
+    let ttl = rules::check_write(limits, &key, &value, query.ttl).map_err(refused)?;
     let bytes = value.len();
-    let quota = rules::quota(&limits);
+    let quota = rules::quota(limits);
     store
         .backend
         .set(&store.app, &key, value.to_vec(), ttl, quota)
@@ -130,8 +136,9 @@ pub(super) async fn delete(
     Tenant(tenant): Tenant,
     ApiPath((app, key)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (store, limits) = store_of(&server, &tenant, &app)?;
-    rules::check_key(&limits, &key).map_err(refused)?;
+    let (store, scenario) = store_of(&server, &tenant, &app)?;
+    let limits = scenario.limits();
+    rules::check_key(limits, &key).map_err(refused)?;
     let deleted = store
         .backend
         .delete(&store.app, &key)
