@@ -121,6 +121,9 @@ pub mod rules {
         let most = limits.storage_key_bytes;
         if key.is_empty() {
             Err(rule("a key cannot be empty".into()))
+        } else if key.contains('\0') {
+            // PostgreSQL's text cannot hold it: refused on every backend alike.
+            Err(rule("a key cannot contain a NUL character".into()))
         } else if key.len() > most {
             Err(rule(format!(
                 "keys are limited to {most} bytes (got {})",

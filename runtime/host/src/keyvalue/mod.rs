@@ -81,6 +81,53 @@ pub trait KeyValue: Send + Sync + 'static {
     fn usage(&self, app: &str) -> Pending<Usage>;
 }
 
+/// Whether an app's store, using `used`, has room for `key` set to `value`
+/// in place of `old` (its value now, live or expired: a row counts until
+/// it is deleted).
+pub fn room(
+    used: Usage,
+    key: &str,
+    old: Option<&[u8]>,
+    value: &[u8],
+    quota: Quota,
+) -> Result<(), StorageError> {
+    let size = |value: &[u8]| (key.len() + value.len()) as u64;
+    let keys = used.keys + u64::from(old.is_none());
+    let bytes = used.bytes.saturating_sub(old.map_or(0, size)) + size(value);
+    if keys > quota.keys {
+        Err(StorageError::Quota(format!(
+            "the app's storage holds its most keys ({})",
+            quota.keys
+        )))
+    } else if bytes > quota.bytes {
+        Err(StorageError::Quota(format!(
+            "the app's storage would hold {bytes} bytes; its quota is {}",
+            quota.bytes
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// What an increment of `key` by `delta` leaves, its live value being
+/// `current` (absent: 0).
+pub fn incremented(key: &str, current: Option<&[u8]>, delta: i64) -> Result<i64, StorageError> {
+    std::str::from_utf8(current.unwrap_or(b"0"))
+        .ok()
+        .and_then(|text| text.parse::<i64>().ok())
+        .ok_or_else(|| {
+            StorageError::NotApplicable(format!(
+                "the value of `{key}` is not an integer, so it cannot be incremented"
+            ))
+        })?
+        .checked_add(delta)
+        .ok_or_else(|| {
+            StorageError::NotApplicable(format!(
+                "incrementing `{key}` by {delta} overflows a 64-bit integer"
+            ))
+        })
+}
+
 /// Why a backend did not do an operation. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageError {

@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{KeyPage, KeyValue, Pending, Quota, StorageError, Usage};
+use super::{KeyPage, KeyValue, Pending, Quota, StorageError, Usage, incremented, room};
 use crate::metrics::{AppLabels, Metrics};
 use crate::sync::MutexExt;
 
@@ -502,25 +502,9 @@ fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Appl
         }
         Op::Increment { key, delta, quota } => {
             let old = row(db, app, key)?;
-            let (current, expires_at_ms) = match live(&old, now) {
-                Some((value, expires)) => (value.as_slice(), *expires),
-                None => (&b"0"[..], None),
-            };
-            let sum = std::str::from_utf8(current)
-                .ok()
-                .and_then(|text| text.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    StorageError::NotApplicable(format!(
-                        "the value of `{key}` is not an integer, so it cannot be incremented"
-                    ))
-                })
-                .and_then(|n| {
-                    n.checked_add(*delta).ok_or_else(|| {
-                        StorageError::NotApplicable(format!(
-                            "incrementing `{key}` by {delta} overflows a 64-bit integer"
-                        ))
-                    })
-                });
+            let found = live(&old, now);
+            let expires_at_ms = found.and_then(|(_, expires)| *expires);
+            let sum = incremented(key, found.map(|(value, _)| value.as_slice()), *delta);
             match sum {
                 Ok(sum) => {
                     let value = sum.to_string().into_bytes();
@@ -623,23 +607,8 @@ impl Write<'_> {
         quota: Quota,
     ) -> rusqlite::Result<Result<(), StorageError>> {
         let used = usage_row(db, app)?;
-        let size = |value: &[u8]| (self.key.len() + value.len()) as u64;
-        let old_bytes = old.as_ref().map_or(0, |(value, _)| size(value));
-        let keys = used.keys + u64::from(old.is_none());
-        let bytes = used.bytes.saturating_sub(old_bytes) + size(self.value);
-        Ok(if keys > quota.keys {
-            Err(StorageError::Quota(format!(
-                "the app's storage holds its most keys ({})",
-                quota.keys
-            )))
-        } else if bytes > quota.bytes {
-            Err(StorageError::Quota(format!(
-                "the app's storage would hold {bytes} bytes; its quota is {}",
-                quota.bytes
-            )))
-        } else {
-            Ok(())
-        })
+        let old = old.as_ref().map(|(value, _)| value.as_slice());
+        Ok(room(used, self.key, old, self.value, quota))
     }
 }
 
