@@ -7,6 +7,8 @@ mod support;
 mod cli;
 mod conformance;
 mod dispatch;
+mod dispatch_http;
+mod dispatch_sip;
 mod failures;
 mod hostile;
 mod limits;

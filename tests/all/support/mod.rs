@@ -195,6 +195,8 @@ pub fn greedy() -> Vec<u8> {
     )
 }
 
+pub mod haproxy;
+pub mod kamailio;
 pub mod origin;
 pub mod server;
 pub mod sipp;
