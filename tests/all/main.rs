@@ -4,7 +4,9 @@
 
 mod support;
 
+mod backends;
 mod cli;
+mod cluster;
 mod conformance;
 mod dispatch;
 mod dispatch_http;

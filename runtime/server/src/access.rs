@@ -4,7 +4,10 @@
 //! NewWebSocketFailed, past calls + 3).
 //!
 //! An unknown session and a wrong secret get the same 404; a finished
-//! session (with the right secret) gets 410.
+//! session (with the right secret) gets 410. A session that lives on
+//! another node (a load balancer sent the request to the wrong one) is
+//! reached there: a request is forwarded, a WebSocket redirected (307) to
+//! the access URL that names its node.
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use http_body_util::BodyExt;
 
 use crate::error::session_error;
 use crate::error::{ApiError, ApiResult, body_error};
+use crate::postgres::nodes::Node;
 use crate::{Gone, Server};
 use sessionbox_host::bindings::{Header, HttpRequestEvent, HttpResponse, Message};
 use sessionbox_host::capabilities::websockets::SocketCommand;
@@ -40,7 +44,10 @@ pub const PREFIX: &str = "/s/";
 
 async fn handle(server: &Server, request: Request) -> ApiResult<Response> {
     let (token, path) = split_target(request.uri());
-    let (handle, message_limit) = find(server, token)?;
+    let (handle, message_limit) = match find(server, token).await? {
+        Found::Here(handle, message_limit) => (handle, message_limit),
+        Found::Elsewhere(node) => return Ok(elsewhere(server, &node, request).await),
+    };
     let headers: Vec<Header> = request
         .headers()
         .iter()
@@ -124,20 +131,56 @@ async fn read_body(mut body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The live session a token names and its WebSocket message limit, or the
-/// right error.
-fn find(server: &Server, token: &str) -> ApiResult<(SessionHandle, usize)> {
+/// Where the session a token names lives.
+enum Found {
+    /// Here: its handle and its WebSocket message limit.
+    Here(SessionHandle, usize),
+    /// On another node.
+    Elsewhere(Node),
+}
+
+/// The live session a token names, or the right error.
+async fn find(server: &Server, token: &str) -> ApiResult<Found> {
     let not_found = || ApiError::not_found("no such session");
     if token.len() != 2 * ID_LEN || !token.is_ascii() {
         return Err(not_found());
     }
     let (id, secret) = token.split_at(ID_LEN);
-    match server.access(id, secret) {
-        Ok(Some(found)) => Ok(found),
+    match server.access(id, secret).await {
+        Ok(Some((handle, message_limit))) => Ok(Found::Here(handle, message_limit)),
         Ok(None) => Err(not_found()),
+        Err(Gone::Elsewhere(node)) => Ok(Found::Elsewhere(node)),
         Err(Gone::Finished) => Err(ApiError::new(StatusCode::GONE, "the session has finished")),
         Err(Gone::Unreadable(error)) => Err(ApiError::internal(error)),
     }
+}
+
+/// A request for a session on `node`: forwarded there, or, for a
+/// WebSocket (which a forward would have to carry for its whole life),
+/// redirected to the access URL that names the node.
+async fn elsewhere(server: &Server, node: &Node, request: Request) -> Response {
+    let cluster = server
+        .cluster
+        .as_ref()
+        .expect("only a cluster knows other nodes");
+    if is_websocket_upgrade(&request) {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        let location = format!("{}{target}", node.public_url);
+        return match HeaderValue::from_str(&location) {
+            Ok(location) => (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+                .into_response(),
+            Err(_) => {
+                ApiError::internal("the node's public URL is not a valid header").into_response()
+            }
+        };
+    }
+    cluster.forward(node, request).await
 }
 
 fn is_websocket_upgrade(request: &Request) -> bool {

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use futures_util::FutureExt;
@@ -47,9 +48,22 @@ pub fn service(
 
 fn router(server: Arc<Server>) -> Router {
     let body_limit = server.settings().max_body_bytes;
-    Router::new()
+    // Actions on a session that lives on another node go to that node.
+    let owned = Router::new()
+        .route("/v1/sessions/{id}", delete(terminate_session))
+        .route("/v1/sessions/{id}/log", get(session_log))
+        .route("/v1/sessions/{id}/calls/{call}/hangup", post(call_hangup))
+        .route("/v1/sessions/{id}/calls/{call}/tone", post(call_tone))
+        .route("/v1/sessions/{id}/calls/{call}/message", post(call_message))
+        .route_layer(from_fn_with_state(Arc::clone(&server), to_owner));
+    // A node without room passes new sessions on to one with room.
+    let starts = Router::new()
         .route("/v1/apps/{app}/sessions", post(start_session))
         .route("/v1/apps/{app}/calls", post(incoming_call))
+        .route_layer(from_fn_with_state(Arc::clone(&server), to_room));
+    Router::new()
+        .merge(owned)
+        .merge(starts)
         .route(
             "/v1/apps/{app}/scenario",
             put(replace_scenario).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
@@ -61,11 +75,7 @@ fn router(server: Arc<Server>) -> Router {
         )
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", get(session))
-        .route("/v1/sessions/{id}", delete(terminate_session))
-        .route("/v1/sessions/{id}/log", get(session_log))
-        .route("/v1/sessions/{id}/calls/{call}/hangup", post(call_hangup))
-        .route("/v1/sessions/{id}/calls/{call}/tone", post(call_tone))
-        .route("/v1/sessions/{id}/calls/{call}/message", post(call_message))
+        .route("/v1/admin/drain", post(drain))
         .route("/metrics", get(metrics))
         .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
@@ -91,21 +101,70 @@ impl FromRequestParts<Arc<Server>> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> ApiResult<Self> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing API key: send Authorization: Bearer <key>",
-                )
-            })?;
-        let key = header.strip_prefix("Bearer ").unwrap_or_default();
+        let key = bearer(&parts.headers)?;
         server
             .tenant_of(key)
             .map(|tenant| Tenant(tenant.to_owned()))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key"))
+    }
+}
+
+/// The bearer key a request carries.
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing API key: send Authorization: Bearer <key>",
+            )
+        })?;
+    Ok(header.strip_prefix("Bearer ").unwrap_or_default())
+}
+
+/// Sends an action on a session to the node it lives on, when that is
+/// another (once: a forwarded request is answered where it lands).
+async fn to_owner(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+    let Some(cluster) = &server.cluster else {
+        return next.run(request).await;
+    };
+    // `/v1/sessions/{id}/...`
+    let id = request.uri().path().split('/').nth(3).unwrap_or_default();
+    if cluster.is_forwarded(request.headers()) || server.live.handle(id).is_some() {
+        return next.run(request).await;
+    }
+    // The handler answers a request without a tenant's key.
+    let Some(tenant) = bearer(request.headers())
+        .ok()
+        .and_then(|key| server.tenant_of(key))
+    else {
+        return next.run(request).await;
+    };
+    match cluster.owner(id, Some(tenant)).await {
+        Ok(Some(node)) => cluster.forward(&node, request).await,
+        Ok(None) => next.run(request).await,
+        Err(error) => ApiError::internal(format!("{error:#}")).into_response(),
+    }
+}
+
+/// Passes a new session to another node with room when this one has none
+/// (it drains, or is full). The rule: a node takes what reaches it while it
+/// has room, since the load balancer already spreads the starts; only then
+/// does it pick, among the nodes whose lease holds and that do not drain,
+/// the one with the most free places.
+async fn to_room(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+    let Some(cluster) = &server.cluster else {
+        return next.run(request).await;
+    };
+    if cluster.is_forwarded(request.headers()) || server.no_room().is_none() {
+        return next.run(request).await;
+    }
+    match cluster.with_room().await {
+        Ok(Some(node)) => cluster.forward(&node, request).await,
+        // The handler refuses it, saying why.
+        Ok(None) => next.run(request).await,
+        Err(error) => ApiError::internal(format!("{error:#}")).into_response(),
     }
 }
 
@@ -233,6 +292,7 @@ async fn session(
 ) -> ApiResult<Json<Value>> {
     let session = server
         .session_of(&tenant, &id)
+        .await
         .map_err(ApiError::internal)?
         .ok_or_else(no_session)?;
     Ok(Json(
@@ -277,15 +337,16 @@ async fn session_log(
             "dropped_lines": log.dropped_lines,
         })));
     }
-    stored_log(&server, &tenant, &id)
+    stored_log(&server, &tenant, &id).await
 }
 
-fn stored_log(server: &Server, tenant: &str, id: &str) -> ApiResult<Json<Value>> {
+async fn stored_log(server: &Server, tenant: &str, id: &str) -> ApiResult<Json<Value>> {
     let stored = server
         .session_of(tenant, id)
+        .await
         .map_err(ApiError::internal)?
         .ok_or_else(no_session)?;
-    let lines = server.history().log(id).map_err(ApiError::internal)?;
+    let lines = server.history().log(id).await.map_err(ApiError::internal)?;
     Ok(Json(json!({
         "session_id": id,
         "state": stored.state,
@@ -335,7 +396,11 @@ async fn list_sessions(
         since_ms: query.since,
         limit: query.limit.unwrap_or(100).min(1_000),
     };
-    let sessions = server.history().list(&filter).map_err(ApiError::internal)?;
+    let sessions = server
+        .history()
+        .list(&filter)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({
         "sessions": sessions,
         "as_of_ms": unix_ms(std::time::SystemTime::now()),
@@ -414,15 +479,55 @@ async fn liveness() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 while the node can take new sessions; 503 while the
-/// history cannot be written (starts would be refused).
+/// `GET /readyz`: 200 while the node can take new sessions; 503 while it
+/// drains, is full, cannot renew its lease, or cannot write the history
+/// (starts would be refused).
 async fn readiness(State(server): State<Arc<Server>>) -> (StatusCode, Json<Value>) {
     let history = server.history_health();
     if history.is_degraded() {
         let body = json!({ "status": "degraded", "history": history });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
     }
+    if let Some(reason) = server.no_room() {
+        let status = if server.is_draining() {
+            "draining"
+        } else {
+            "unavailable"
+        };
+        let body = json!({ "status": status, "reason": reason });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     (StatusCode::OK, Json(json!({ "status": "ready" })))
+}
+
+/// `POST /v1/admin/drain` (the operator's key): begins a drain, as SIGTERM
+/// does, without stopping the process.
+async fn drain(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    let Some(admin_key) = &server.settings().admin_key else {
+        return Err(ApiError::not_found(
+            "the operator's endpoints are off: set server.admin_key",
+        ));
+    };
+    let key = bearer(&headers)?;
+    if !crate::live::constant_time_eq(key.as_bytes(), admin_key.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not the operator's key",
+        ));
+    }
+    server.drain();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "node": server.node_id,
+            "draining": true,
+            "live_sessions": server.live.count(),
+            "drain_deadline_ms": server.settings().drain_deadline,
+        })),
+    ))
 }
 
 /// `GET /metrics`, Prometheus text format.

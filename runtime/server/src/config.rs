@@ -4,7 +4,7 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:8080"
-//! database = "sessionbox.db"
+//! database = "sessionbox.db"             # or postgres://user:pass@host/db
 //!
 //! [tenants.acme]
 //! api_keys = ["acme-secret-key"]
@@ -21,7 +21,14 @@
 //! listen = "127.0.0.1:5060"              # UDP and TCP
 //! routes = [{ number = "^1000$", app = "support-line" }]
 //! trunk = { address = "sip.example.net:5060", username = "u", password = "p" }
+//!
+//! [cluster]                              # more than one node: see `ClusterConfig`
+//! node_id = "${NODE_ID}"                 # ${NAME}: from the environment
 //! ```
+//!
+//! `${NAME}` anywhere in the file is replaced by the environment variable
+//! `NAME` before the file is read, so that one file serves every node of a
+//! deployment (an unset variable is an error naming its line).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +53,59 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// The SIP listener and trunk; without it calls come only from the API.
     pub sip: Option<SipConfig>,
+    /// This node's place among several; without it the node is alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One node of several that share a PostgreSQL database: each session lives
+/// on the node that started it, and its access URL (`server.public_url`)
+/// names that node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique among the nodes and kept across restarts
+    /// (a StatefulSet's pod name).
+    pub node_id: String,
+    /// Where the other nodes reach this node's API (forwarded requests).
+    pub internal_url: String,
+    /// Shared by the nodes: authenticates what one forwards to another.
+    pub secret: String,
+    /// Milliseconds a node's lease lasts; it renews it every third of
+    /// that. A node whose lease lapses has its live sessions marked
+    /// interrupted by a surviving node.
+    #[serde(default = "ClusterConfig::default_lease")]
+    pub lease: u64,
+}
+
+impl ClusterConfig {
+    fn default_lease() -> u64 {
+        10_000
+    }
+}
+
+/// Where the history (or the storage) is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file: one node.
+    File(PathBuf),
+    /// A PostgreSQL database (`postgres://…`), which nodes can share.
+    Postgres(String),
+}
+
+impl Database {
+    fn from_text(text: &str) -> Database {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Database::Postgres(text.to_owned())
+        } else {
+            Database::File(PathBuf::from(text))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Database::from_text(&String::deserialize(deserializer)?))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,11 +143,18 @@ pub struct ServerConfig {
     /// The base of access and log URLs, as clients reach this server;
     /// defaults to `http://<listen>`.
     pub public_url: Option<String>,
-    /// The SQLite database of session history and logs.
-    pub database: PathBuf,
-    /// The SQLite database of the apps' key-value storage; by default
-    /// beside `database`, named after it (`sessionbox-storage.db`).
-    pub storage: Option<PathBuf>,
+    /// The session history and logs: an SQLite file, or a PostgreSQL URL.
+    pub database: Database,
+    /// The apps' key-value storage; by default the PostgreSQL `database`,
+    /// or an SQLite file beside the SQLite one, named after it
+    /// (`sessionbox-storage.db`).
+    pub storage: Option<Database>,
+    /// The bearer key of the operator's endpoints (`/v1/admin/...`); they
+    /// are off without one.
+    pub admin_key: Option<String>,
+    /// On SIGTERM, or a drain over the API, live sessions run this long
+    /// (ms) on their own before they are asked to end.
+    pub drain_deadline: u64,
     /// Finished sessions (and their logs) are kept this many days.
     pub retention_days: u32,
     /// On shutdown, live sessions get this long (ms) to run Terminating
@@ -120,8 +187,10 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
-            database: PathBuf::from("sessionbox.db"),
+            database: Database::File(PathBuf::from("sessionbox.db")),
             storage: None,
+            admin_key: None,
+            drain_deadline: 0,
             retention_days: 30,
             shutdown_deadline: 10_000,
             max_sessions: 1_000,
@@ -139,15 +208,15 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Where the apps' storage is.
-    pub fn storage_path(&self) -> PathBuf {
-        self.storage.clone().unwrap_or_else(|| {
-            let stem = self
-                .database
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy();
-            self.database.with_file_name(format!("{stem}-storage.db"))
-        })
+    pub fn storage(&self) -> Database {
+        match (&self.storage, &self.database) {
+            (Some(storage), _) => storage.clone(),
+            (None, Database::Postgres(url)) => Database::Postgres(url.clone()),
+            (None, Database::File(path)) => {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                Database::File(path.with_file_name(format!("{stem}-storage.db")))
+            }
+        }
     }
 }
 
@@ -228,8 +297,9 @@ impl Config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config =
-            Config::parse_in(&text, base).with_context(|| format!("{}", path.display()))?;
+        let mut config = expand_environment(&text, &|name| std::env::var(name).ok())
+            .and_then(|text| Config::parse_in(&text, base))
+            .with_context(|| format!("{}", path.display()))?;
         for app in config.apps.values_mut() {
             if app.scenario.is_relative() && app.scenario.as_os_str() != BUNDLED {
                 app.scenario = base.join(&app.scenario);
@@ -242,6 +312,11 @@ impl Config {
     /// directory.
     pub fn parse(text: &str) -> Result<Config> {
         Config::parse_in(text, Path::new("."))
+    }
+
+    /// Parses a config after replacing each `${NAME}` with `env(NAME)`.
+    pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        Config::parse(&expand_environment(text, env)?)
     }
 
     /// Parses a config; `base` is where its relative variable files are.
@@ -275,6 +350,35 @@ impl Config {
                 }
             }
         }
+        if let Some(cluster) = &self.cluster {
+            if !matches!(self.server.database, Database::Postgres(_)) {
+                bail!(
+                    "cluster: nodes share their history through PostgreSQL: \
+                     server.database must be a postgres:// URL"
+                );
+            }
+            if cluster.secret.len() < 16 {
+                bail!("cluster.secret: the nodes' shared secret must be at least 16 characters");
+            }
+            if cluster.lease < 300 {
+                bail!(
+                    "cluster.lease: a lease is at least 300 ms, not {}",
+                    cluster.lease
+                );
+            }
+            let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if cluster.node_id.is_empty() || !cluster.node_id.chars().all(valid) {
+                bail!(
+                    "cluster.node_id: a node id is letters, digits, '-' and '_', not {:?}",
+                    cluster.node_id
+                );
+            }
+        }
+        if let Some(key) = &self.server.admin_key
+            && key.len() < 16
+        {
+            bail!("server.admin_key: the operator's key must be at least 16 characters");
+        }
         for (app, settings) in &self.apps {
             if !self.tenants.contains_key(&settings.tenant) {
                 bail!(
@@ -303,6 +407,27 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Replaces every `${NAME}` in a config's text with `env(NAME)`; a name
+/// without a value is an error naming its line.
+fn expand_environment(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let pattern = regex::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("a valid pattern");
+    let mut expanded = String::with_capacity(text.len());
+    let mut last = 0;
+    for found in pattern.captures_iter(text) {
+        let whole = found.get(0).expect("the whole match");
+        let name = &found[1];
+        let Some(value) = env(name) else {
+            let line = text[..whole.start()].matches('\n').count() + 1;
+            bail!("line {line}: the environment variable {name} is not set");
+        };
+        expanded.push_str(&text[last..whole.start()]);
+        expanded.push_str(&value);
+        last = whole.end();
+    }
+    expanded.push_str(&text[last..]);
+    Ok(expanded)
 }
 
 /// Reads an app's variables: plain values as written, secrets from the
@@ -483,6 +608,70 @@ mod tests {
         assert!(
             error.contains("line 3") && error.contains("scenario"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_environment_fills_in_a_cluster_node() {
+        let text = "[server]\ndatabase = \"${DB}\"\npublic_url = \"http://lb/${NODE}\"\n\
+                    [cluster]\nnode_id = \"${NODE}\"\ninternal_url = \"http://${NODE}:8080\"\n\
+                    secret = \"${SECRET}\"\n";
+        let env = |name: &str| {
+            let value = match name {
+                "DB" => "postgres://sb@127.0.0.1/sb",
+                "NODE" => "n2",
+                "SECRET" => "a-secret-of-the-nodes",
+                _ => return None,
+            };
+            Some(value.to_owned())
+        };
+        let config = Config::parse_with_env(text, &env).unwrap();
+        assert_eq!(
+            config.server.database,
+            Database::Postgres("postgres://sb@127.0.0.1/sb".into())
+        );
+        assert_eq!(config.server.storage(), config.server.database);
+        assert_eq!(config.server.public_url.as_deref(), Some("http://lb/n2"));
+        let cluster = config.cluster.unwrap();
+        assert_eq!((cluster.node_id.as_str(), cluster.lease), ("n2", 10_000));
+        assert_eq!(cluster.internal_url, "http://n2:8080");
+
+        let unset = Config::parse_with_env(text, &|name| {
+            (name != "SECRET").then(|| env(name)).flatten()
+        });
+        assert_eq!(
+            format!("{:#}", unset.unwrap_err()),
+            "line 7: the environment variable SECRET is not set"
+        );
+        let on_sqlite = text.replace("${DB}", "history.db");
+        let error = Config::parse_with_env(&on_sqlite, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("cluster: nodes share their history through PostgreSQL"),
+            "{error}"
+        );
+        let short = Config::parse_with_env(text, &|name| {
+            if name == "SECRET" {
+                Some("short".into())
+            } else {
+                env(name)
+            }
+        });
+        assert!(
+            short
+                .unwrap_err()
+                .to_string()
+                .starts_with("cluster.secret: ")
+        );
+    }
+
+    #[test]
+    fn sqlite_storage_sits_beside_the_history() {
+        let config = Config::parse("[server]\ndatabase = \"/var/lib/sb/history.db\"\n").unwrap();
+        assert_eq!(
+            config.server.storage(),
+            Database::File("/var/lib/sb/history-storage.db".into())
         );
     }
 }

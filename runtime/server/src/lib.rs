@@ -5,29 +5,38 @@
 //! scenario owned by a tenant), the [`live`] sessions, the [`history`] and
 //! the tenants' quotas; [`start`] is how a session begins. [`api`] routes
 //! requests to it; [`access`] delivers requests on access URLs to sessions.
+//! With a `[cluster]`, the node shares [`postgres`] with others, and
+//! [`cluster`] forwards what belongs to another node.
 
 mod access;
 mod api;
 mod apps;
+mod cluster;
 pub mod config;
 mod error;
 pub mod history;
 mod listener;
 mod live;
+pub mod postgres;
 mod quota;
 mod sip;
 mod start;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::apps::{App, Apps};
-use crate::config::{AppConfig, BUNDLED, Config, ServerConfig, TenantConfig};
-use crate::history::{History, SqliteHistory, StoredSession};
+use crate::cluster::Cluster;
+use crate::config::{AppConfig, BUNDLED, Config, Database, ServerConfig, TenantConfig};
+use crate::history::{History, StoredSession};
 use crate::live::{Access, LiveSessions};
+use crate::postgres::Postgres;
+use crate::postgres::keyvalue::PgKeyValue;
+use crate::postgres::nodes::{Load, Node};
 use sessionbox_host::cache::ComponentCache;
 use sessionbox_host::engine::EngineConfig;
 use sessionbox_host::keyvalue::KeyValue;
@@ -48,7 +57,13 @@ pub struct Server {
     apps: Apps,
     quotas: quota::Quotas,
     live: LiveSessions,
-    history: Box<dyn History>,
+    history: History,
+    /// The name this node's sessions carry in the history.
+    node_id: String,
+    /// This node's place among several, when it has one.
+    cluster: Option<Cluster>,
+    /// Set by a drain: no new sessions or calls; live ones run to their end.
+    draining: AtomicBool,
     /// The SIP listener and the routes of incoming calls to apps.
     sip: Option<sip::SipFront>,
     /// Every session's record as it finishes, for whoever listens.
@@ -100,33 +115,55 @@ impl Server {
             }
             _ => {}
         }
-        let storage_path = settings.storage_path();
-        for database in [&settings.database, &storage_path] {
-            if let Some(dir) = database.parent() {
-                std::fs::create_dir_all(dir).ok();
-            }
-        }
-        let storage: Arc<dyn KeyValue> = Arc::new(SqliteKeyValue::open(
-            &storage_path,
-            DEFAULT_CACHE_BYTES,
-            Arc::clone(runtime.metrics()),
-        )?);
+        let node_id = config
+            .cluster
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), |cluster| cluster.node_id.clone());
+        let databases = Databases::open(&settings).await?;
+        let storage: Arc<dyn KeyValue> = match &databases.storage {
+            Stored::File(path) => Arc::new(SqliteKeyValue::open(
+                path,
+                DEFAULT_CACHE_BYTES,
+                Arc::clone(runtime.metrics()),
+            )?),
+            Stored::Postgres(postgres) => PgKeyValue::new(Arc::clone(postgres)),
+        };
         let apps = Apps::load(&config, &runtime, &storage)?;
-        let (history, interrupted) = SqliteHistory::open(
-            &settings.database,
-            settings.retention_days,
-            Arc::clone(runtime.metrics()),
-        )?;
+        let metrics = Arc::clone(runtime.metrics());
+        let (history, interrupted) = match &databases.history {
+            Stored::File(path) => History::sqlite(path, settings.retention_days, metrics)?,
+            Stored::Postgres(postgres) => {
+                History::postgres(
+                    Arc::clone(postgres),
+                    &node_id,
+                    settings.retention_days,
+                    metrics,
+                )
+                .await?
+            }
+        };
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
                 "sessions live at the last shutdown were marked interrupted"
             );
         }
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let cluster = match (&config.cluster, &databases.history) {
+            (Some(cluster), Stored::Postgres(postgres)) => {
+                let idle = Load {
+                    live_sessions: 0,
+                    max_sessions: settings.max_sessions,
+                    draining: false,
+                };
+                Some(Cluster::join(cluster, &public_url, Arc::clone(postgres), &idle).await?)
+            }
+            _ => None,
+        };
         let server = Arc::new(Server {
             runtime,
             settings,
-            public_url: public_url.trim_end_matches('/').to_owned(),
+            public_url,
             quotas: quota::Quotas::new(
                 config
                     .tenants
@@ -135,14 +172,101 @@ impl Server {
             ),
             apps,
             live: LiveSessions::default(),
-            history: Box::new(history),
+            history,
+            node_id,
+            cluster,
+            draining: AtomicBool::new(false),
             sip,
             finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
         });
         if let Some(sip) = &server.sip {
             sip.serve(Arc::downgrade(&server));
         }
+        if let Some(cluster) = &server.cluster {
+            cluster.keep_lease(Arc::downgrade(&server));
+        }
         Ok(server)
+    }
+
+    /// What this node's lease reports of it.
+    fn load(&self) -> Load {
+        Load {
+            live_sessions: self.live.count(),
+            max_sessions: self.settings.max_sessions,
+            draining: self.is_draining(),
+        }
+    }
+
+    /// Whether a drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Why this node takes no new session now, if it does not: it drains,
+    /// it is full, or (with others) it cannot be sure its lease holds.
+    fn no_room(&self) -> Option<String> {
+        if self.is_draining() {
+            return Some(format!("node {} is draining", self.node_id));
+        }
+        if self.live.count() >= self.settings.max_sessions as usize {
+            return Some(format!(
+                "node {} runs its most sessions ({})",
+                self.node_id, self.settings.max_sessions
+            ));
+        }
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.lease_holds())
+        {
+            return Some(format!(
+                "node {} cannot renew its lease in the shared database",
+                self.node_id
+            ));
+        }
+        None
+    }
+
+    /// Begins a drain: readiness and SIP OPTIONS answer 503, no new session
+    /// starts here, and live sessions run to their end; past the drain
+    /// deadline they are asked to end. Draining twice is draining once.
+    pub fn drain(self: &Arc<Self>) {
+        if self.draining.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!(
+            live_sessions = self.live.count(),
+            "draining: no new sessions; live ones run to their end"
+        );
+        if let Some(sip) = &self.sip {
+            sip.stop_taking_calls();
+        }
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            // The others learn at once, not at the next renewal.
+            if let Some(cluster) = &server.cluster
+                && let Err(error) = cluster.renew(&server).await
+            {
+                tracing::warn!("reporting the drain to the other nodes failed: {error:#}");
+            }
+            server.drained().await;
+        });
+    }
+
+    /// Waits until a drain has let every live session end, or its
+    /// deadline passed and the rest were asked to end.
+    async fn drained(&self) {
+        let deadline = Duration::from_millis(self.settings.drain_deadline);
+        if tokio::time::timeout(deadline, self.live.none_left())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                live_sessions = self.live.count(),
+                "the drain deadline passed: asking the sessions left to end"
+            );
+            self.terminate_all();
+        }
     }
 
     /// The records of sessions as they finish from now on (a listener that
@@ -206,13 +330,15 @@ impl Server {
         self.apps.replace_scenario(&self.runtime, name, bytes)
     }
 
-    /// A session of `tenant`'s, live (from memory) or past (from history).
-    fn session_of(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>> {
+    /// A session of `tenant`'s, live here (from memory), or anywhere else
+    /// or past (from history).
+    async fn session_of(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>> {
         match self.live.stored(tenant, id) {
             Some(session) => Ok(session),
             None => Ok(self
                 .history
-                .session(id)?
+                .session(id)
+                .await?
                 .filter(|session| session.tenant == tenant)),
         }
     }
@@ -223,14 +349,22 @@ impl Server {
     }
 
     /// What an access token (session id, then secret) reaches: the live
-    /// session and its WebSocket message limit; Gone for a finished
-    /// session's right token; otherwise not found.
-    fn access(&self, id: &str, secret: &str) -> Result<Option<(SessionHandle, usize)>, Gone> {
+    /// session and its WebSocket message limit; the node it lives on if
+    /// that is another; Gone for a finished session's right token;
+    /// otherwise not found.
+    async fn access(&self, id: &str, secret: &str) -> Result<Option<(SessionHandle, usize)>, Gone> {
         match self.live.access(id, secret) {
             Access::Granted(handle, message_bytes) => Ok(Some((handle, message_bytes))),
             Access::Denied => Ok(None),
             Access::NotLive => {
-                let stored = self.history.session(id).map_err(Gone::Unreadable)?;
+                if let Some(cluster) = &self.cluster {
+                    // Its owner checks the secret.
+                    let owner = cluster.owner(id, None).await.map_err(Gone::Unreadable)?;
+                    if let Some(node) = owner {
+                        return Err(Gone::Elsewhere(node));
+                    }
+                }
+                let stored = self.history.session(id).await.map_err(Gone::Unreadable)?;
                 let secret_hash = sessionbox_host::cache::content_hash(secret.as_bytes());
                 match stored {
                     Some(session)
@@ -248,8 +382,8 @@ impl Server {
     }
 
     /// The history, for the API's listings and logs.
-    fn history(&self) -> &dyn History {
-        self.history.as_ref()
+    fn history(&self) -> &History {
+        &self.history
     }
 
     /// Asks every live session to end (Terminating, then Terminated).
@@ -274,6 +408,9 @@ impl Server {
             sip.stop_listening();
         }
         self.history.close();
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
     }
 
     fn log_url(&self, id: &str) -> String {
@@ -287,7 +424,7 @@ impl Server {
 pub fn default_config(dir: &Path) -> (Config, String) {
     let key = format!("demo-{}", random_token());
     let mut config = Config::default();
-    config.server.database = dir.join("demo.db");
+    config.server.database = Database::File(dir.join("demo.db"));
     config.tenants.insert(
         "demo".into(),
         TenantConfig {
@@ -308,10 +445,13 @@ pub fn default_config(dir: &Path) -> (Config, String) {
     (config, key)
 }
 
-/// Why an access token reaches no live session, beyond not being found.
+/// Why an access token reaches no live session here, beyond not being
+/// found.
 enum Gone {
     /// The session has finished.
     Finished,
+    /// It lives on another node.
+    Elsewhere(Node),
     /// The history could not be read to tell.
     Unreadable(anyhow::Error),
 }
@@ -349,9 +489,12 @@ pub async fn serve(
         idle_timeout: Duration::from_millis(server.settings.idle_timeout),
     };
     let deadline = Duration::from_millis(server.settings.shutdown_deadline);
+    // Access URLs are served while the drain lets sessions end.
     let stopping = async move {
         shutdown.await;
-        tracing::info!("shutting down: ending live sessions");
+        tracing::info!("shutting down: draining");
+        draining.drain();
+        draining.drained().await;
         draining.terminate_all();
     };
     listener::serve(
@@ -367,4 +510,47 @@ pub async fn serve(
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// Where the history and the storage are kept: files, or a PostgreSQL
+/// database (one pool when both are the same one).
+struct Databases {
+    history: Stored,
+    storage: Stored,
+}
+
+enum Stored {
+    File(PathBuf),
+    Postgres(Arc<Postgres>),
+}
+
+impl Databases {
+    async fn open(settings: &ServerConfig) -> Result<Databases> {
+        let mut connected: Vec<(String, Arc<Postgres>)> = Vec::new();
+        let mut open = async |database: &Database| -> Result<Stored> {
+            Ok(match database {
+                Database::File(path) => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).ok();
+                    }
+                    Stored::File(path.clone())
+                }
+                Database::Postgres(url) => {
+                    let known = connected.iter().find(|(known, _)| known == url);
+                    let postgres = match known {
+                        Some((_, postgres)) => Arc::clone(postgres),
+                        None => {
+                            let postgres = Arc::new(Postgres::connect(url).await?);
+                            connected.push((url.clone(), Arc::clone(&postgres)));
+                            postgres
+                        }
+                    };
+                    Stored::Postgres(postgres)
+                }
+            })
+        };
+        let history = open(&settings.database).await?;
+        let storage = open(&settings.storage()).await?;
+        Ok(Databases { history, storage })
+    }
 }

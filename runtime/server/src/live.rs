@@ -31,7 +31,11 @@ pub(crate) enum Access {
 }
 
 #[derive(Default)]
-pub(crate) struct LiveSessions(Mutex<HashMap<String, Live>>);
+pub(crate) struct LiveSessions {
+    sessions: Mutex<HashMap<String, Live>>,
+    /// Told whenever a session is retired (a drain waits on it).
+    retired: tokio::sync::Notify,
+}
 
 impl LiveSessions {
     /// A session about to run: findable from here on (its finish hook may
@@ -43,13 +47,13 @@ impl LiveSessions {
             websocket_message_bytes,
             row,
         };
-        self.0.locked().insert(live.row.id.clone(), live);
+        self.sessions.locked().insert(live.row.id.clone(), live);
     }
 
     /// The session started and runs under `handle`, unless it already
     /// finished and was retired.
     pub fn running(&self, id: &str, handle: &SessionHandle) {
-        if let Some(live) = self.0.locked().get_mut(id) {
+        if let Some(live) = self.sessions.locked().get_mut(id) {
             live.handle = Some(handle.clone());
         }
     }
@@ -57,17 +61,39 @@ impl LiveSessions {
     /// Forgets a session whose record is in the history (or that never
     /// started).
     pub fn retire(&self, id: &str) {
-        self.0.locked().remove(id);
+        self.sessions.locked().remove(id);
+        self.retired.notify_waiters();
+    }
+
+    /// How many sessions are live.
+    pub fn count(&self) -> usize {
+        self.sessions.locked().len()
+    }
+
+    /// Waits until no session is live.
+    pub async fn none_left(&self) {
+        loop {
+            // Registered before the count is read: a retirement between
+            // the two still wakes it.
+            let retired = self.retired.notified();
+            if self.count() == 0 {
+                return;
+            }
+            retired.await;
+        }
     }
 
     /// A live session, whatever its tenant.
     pub fn handle(&self, id: &str) -> Option<SessionHandle> {
-        self.0.locked().get(id).and_then(|live| live.handle.clone())
+        self.sessions
+            .locked()
+            .get(id)
+            .and_then(|live| live.handle.clone())
     }
 
     /// A live session of `tenant`'s.
     pub fn of_tenant(&self, tenant: &str, id: &str) -> Option<SessionHandle> {
-        self.0
+        self.sessions
             .locked()
             .get(id)
             .filter(|live| live.row.tenant == tenant)
@@ -78,7 +104,7 @@ impl LiveSessions {
     /// it is here (None inside if it is another tenant's), None if the
     /// history is where to look.
     pub fn stored(&self, tenant: &str, id: &str) -> Option<Option<StoredSession>> {
-        let sessions = self.0.locked();
+        let sessions = self.sessions.locked();
         let live = sessions.get(id)?;
         if live.row.tenant != tenant {
             return Some(None);
@@ -93,7 +119,7 @@ impl LiveSessions {
 
     /// What the access token of session `id` with `secret` grants.
     pub fn access(&self, id: &str, secret: &str) -> Access {
-        let sessions = self.0.locked();
+        let sessions = self.sessions.locked();
         let Some(live) = sessions.get(id) else {
             return Access::NotLive;
         };
@@ -107,7 +133,7 @@ impl LiveSessions {
 
     /// Every running session.
     pub fn handles(&self) -> Vec<SessionHandle> {
-        self.0
+        self.sessions
             .locked()
             .values()
             .filter_map(|live| live.handle.clone())

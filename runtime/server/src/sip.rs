@@ -60,6 +60,12 @@ impl SipFront {
         });
     }
 
+    /// OPTIONS answer 503 from now on: a dispatcher in front stops
+    /// sending this node calls.
+    pub fn stop_taking_calls(&self) {
+        self.endpoint.set_taking_calls(false);
+    }
+
     pub fn stop_listening(&self) {
         self.endpoint.shutdown();
     }

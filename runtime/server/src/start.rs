@@ -34,6 +34,12 @@ impl Server {
     ) -> Result<Started, ApiError> {
         // A refusal that needs no disk comes before the history commit.
         check_custom_data(&custom_data, app.scenario.limits()).map_err(start_error)?;
+        if let Some(reason) = self.no_room() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the session was not started: {reason}"),
+            ));
+        }
         if let Err(refused) = self.quotas.admit(&app.tenant) {
             return Err(self.quota_refusal(&app.tenant, refused.quota, refused.reason));
         }
@@ -43,6 +49,7 @@ impl Server {
         let secret = random_token();
         let session = NewSession {
             id: id.clone(),
+            node: self.node_id.clone(),
             tenant: app.tenant.clone(),
             app: app_name.to_owned(),
             scenario_sha256: app.scenario.content_hash().to_owned(),

@@ -16,6 +16,7 @@ mod trunk;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
@@ -52,6 +53,9 @@ pub struct SipEndpoint {
     /// Where calls' RTP sockets go (any free port when None).
     rtp_ports: Option<RangeInclusive<u16>>,
     incoming: Mutex<Option<TransactionReceiver>>,
+    /// Whether new calls are welcome: a draining node answers OPTIONS
+    /// with 503, so that a dispatcher in front stops sending it calls.
+    taking_calls: AtomicBool,
 }
 
 impl SipEndpoint {
@@ -105,11 +109,18 @@ impl SipEndpoint {
             advertised,
             rtp_ports,
             incoming: Mutex::new(Some(incoming)),
+            taking_calls: AtomicBool::new(true),
         }))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Whether OPTIONS say this endpoint takes new calls (INVITEs are
+    /// still routed: whoever takes them decides).
+    pub fn set_taking_calls(&self, taking: bool) {
+        self.taking_calls.store(taking, Ordering::Relaxed);
     }
 
     /// Our Contact: where the far end sends in-dialog requests.
@@ -163,10 +174,12 @@ impl SipEndpoint {
                 });
             }
             _ => {
-                // Keep-alive OPTIONS are welcome; anything else out of a
-                // dialog we hold is not ours.
+                // Keep-alive OPTIONS are welcome (and tell a dispatcher
+                // whether to send calls); anything else out of a dialog we
+                // hold is not ours.
                 let status = match tx.original.method {
-                    Method::Options => StatusCode::OK,
+                    Method::Options if self.taking_calls.load(Ordering::Relaxed) => StatusCode::OK,
+                    Method::Options => StatusCode::ServiceUnavailable,
                     Method::Ack => return,
                     Method::Register | Method::Subscribe | Method::Publish => {
                         StatusCode::MethodNotAllowed

@@ -197,7 +197,9 @@ pub fn greedy() -> Vec<u8> {
 
 pub mod haproxy;
 pub mod kamailio;
+pub mod nodes;
 pub mod origin;
+pub mod postgres;
 pub mod server;
 pub mod sipp;
 pub mod wat;

@@ -1,13 +1,18 @@
 //! The session history: every session from its start (state `live`) to its
 //! record, and its log, for the API to list and read.
 //!
-//! [`History`] is what the server needs of a backend; [`SqliteHistory`] is
-//! the one there is. A start is committed before the session runs, so a
-//! crash from then on leaves it `interrupted`, not missing; a finished
-//! session's record is held until it is committed, never dropped.
+//! [`History`] writes through one [`writer`] whatever keeps it, and reads
+//! through its backend: an SQLite file for one node ([`sqlite`]), or
+//! PostgreSQL, which nodes share ([`crate::postgres`]). A start is
+//! committed before the session runs, so a crash from then on leaves it
+//! `interrupted`, not missing; a finished session's record is held until
+//! it is committed, never dropped.
 
 mod sqlite;
+pub(crate) mod writer;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,53 +23,100 @@ use tokio::sync::oneshot;
 use sessionbox_host::log::LogLine;
 use sessionbox_host::session::SessionRecord;
 
-pub use sqlite::{MAX_HELD_WRITES, SqliteHistory};
+pub use writer::MAX_HELD_WRITES;
+use writer::Writes;
 
-/// What the server needs of a history backend.
-pub trait History: Send + Sync {
+/// A read of the history, awaited.
+pub type Read<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// How a backend answers reads.
+pub(crate) trait Reader: Send + Sync {
+    fn session<'a>(&'a self, id: &'a str) -> Read<'a, Option<StoredSession>>;
+
+    fn log<'a>(&'a self, id: &'a str) -> Read<'a, Vec<LogLine>>;
+
+    /// The newest sessions first, as `filter` asks.
+    fn list<'a>(&'a self, filter: &'a SessionFilter) -> Read<'a, Vec<StoredSession>>;
+}
+
+/// The history: its writer and its backend's reads.
+pub struct History {
+    writes: Writes,
+    reader: Box<dyn Reader>,
+}
+
+impl History {
+    pub(crate) fn new(writes: Writes, reader: impl Reader + 'static) -> History {
+        History {
+            writes,
+            reader: Box::new(reader),
+        }
+    }
+
     /// Whether the history is being written now, and what is held.
-    fn health(&self) -> Health;
+    pub fn health(&self) -> Health {
+        self.writes.health()
+    }
 
     /// Records a session that starts (state `live`). The receiver hears
     /// once the row is committed, or why it could not be: a session must
     /// not run (nor its start be announced) unless it is in the history.
-    fn started(&self, session: NewSession) -> oneshot::Receiver<Result<(), String>>;
+    pub fn started(&self, session: NewSession) -> oneshot::Receiver<Result<(), String>> {
+        self.writes.started(session)
+    }
 
     /// Records a finished session; `then` runs once it is committed (a
     /// write that fails is held and tried again until it is). `session` is
     /// repeated so that the write stands on its own.
-    fn finished(
+    pub fn finished(
         &self,
         session: NewSession,
         record: Arc<SessionRecord>,
         then: Box<dyn FnOnce() + Send>,
-    );
+    ) {
+        self.writes.finished(session, record, then);
+    }
 
     /// Removes a session that never ran (it failed to start). The receiver
     /// hears once the row is gone, so that a refused start is answered
-    /// only when no reader can find it; or, while the disk fails, once the
-    /// removal is held (the row then reads as `live` until it is written).
-    fn forget(&self, id: &str) -> oneshot::Receiver<()>;
+    /// only when no reader can find it; or, while the database fails, once
+    /// the removal is held (the row then reads as `live` until it is
+    /// written).
+    pub fn forget(&self, id: &str) -> oneshot::Receiver<()> {
+        self.writes.forget(id)
+    }
 
     /// Waits until everything sent so far is committed.
-    fn flush(&self);
+    pub fn flush(&self) {
+        self.writes.flush();
+    }
 
-    /// Commits what is queued (trying for a while if the disk refuses) and
-    /// stops writing.
-    fn close(&self);
+    /// Commits what is queued (trying for a while if the database refuses)
+    /// and stops writing.
+    pub fn close(&self) {
+        self.writes.close();
+    }
 
-    fn session(&self, id: &str) -> Result<Option<StoredSession>>;
+    pub async fn session(&self, id: &str) -> Result<Option<StoredSession>> {
+        self.reader.session(id).await
+    }
 
-    fn log(&self, id: &str) -> Result<Vec<LogLine>>;
+    pub async fn log(&self, id: &str) -> Result<Vec<LogLine>> {
+        self.reader.log(id).await
+    }
 
     /// The newest sessions first, as `filter` asks.
-    fn list(&self, filter: &SessionFilter) -> Result<Vec<StoredSession>>;
+    pub async fn list(&self, filter: &SessionFilter) -> Result<Vec<StoredSession>> {
+        self.reader.list(filter).await
+    }
 }
 
 /// A session as it starts.
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub id: String,
+    /// The node the session runs on.
+    pub node: String,
     pub tenant: String,
     pub app: String,
     pub scenario_sha256: String,
@@ -93,6 +145,8 @@ pub struct StoredSession {
     /// Its time on the slow lane and how long it was throttled there.
     pub cpu: Option<serde_json::Value>,
     pub dropped_log_lines: u64,
+    /// The node it runs (or ran) on.
+    pub node: String,
 }
 
 impl StoredSession {
@@ -129,6 +183,7 @@ impl StoredSession {
             capabilities: None,
             cpu: None,
             dropped_log_lines: 0,
+            node: session.node.clone(),
         }
     }
 }
@@ -164,4 +219,10 @@ pub fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+/// Sessions that started before this (unix ms) and are no longer live
+/// are past the retention.
+pub(crate) fn retention_horizon_ms(retention_days: u32) -> u64 {
+    unix_ms(SystemTime::now()).saturating_sub(u64::from(retention_days) * 24 * 3600 * 1000)
 }
