@@ -8,6 +8,7 @@ mod backends;
 mod cli;
 mod cluster;
 mod conformance;
+mod deploy;
 mod dispatch;
 mod dispatch_http;
 mod dispatch_sip;
