@@ -227,6 +227,57 @@ async fn a_reopened_history_marks_its_own_live_sessions_interrupted() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_refuses_starts_and_loses_no_record() {
+    let url = postgres::database();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let shared = Arc::new(Postgres::connect(&url).await.unwrap());
+    let (history, _) = History::postgres(shared, "n1", 30, Arc::default())
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    started(&history, new_session("before", "n1", "a", now)).await;
+
+    // The database refuses connections, and drops the ones it has.
+    postgres::sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    postgres::sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ));
+    let (retired, retire) = tokio::sync::oneshot::channel();
+    let then = Box::new(move || {
+        let _ = retired.send(());
+    });
+    history.finished(
+        new_session("before", "n1", "a", now),
+        record("before", &["kept"]),
+        then,
+    );
+    let refused = history
+        .started(new_session("refused", "n1", "a", now))
+        .await
+        .unwrap();
+    assert!(
+        refused.is_err(),
+        "a start whose row cannot be written is refused"
+    );
+    let health = history.health();
+    assert!(health.is_degraded(), "{health:?}");
+    assert_eq!(health.held_writes, 1, "the finished record is held");
+
+    // Back: what was held is written, nothing refused is there.
+    postgres::sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    tokio::time::timeout(crate::support::PATIENCE, retire)
+        .await
+        .expect("the held record was written once the database came back")
+        .unwrap();
+    assert!(!history.health().is_degraded());
+    let before = history.session("before").await.unwrap().unwrap();
+    assert_eq!(before.state, "finished");
+    assert_eq!(history.log("before").await.unwrap()[0].text, "kept");
+    assert!(history.session("refused").await.unwrap().is_none());
+    history.close();
+}
+
 const QUOTA: Quota = Quota {
     keys: 100,
     bytes: 10_000,

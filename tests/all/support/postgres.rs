@@ -24,10 +24,19 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// A new, empty database; its URL.
 pub fn database() -> String {
-    let server = SERVER.get_or_init(Postgres::start);
     let name = format!("test_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
-    server.psql(&format!("CREATE DATABASE {name}"));
-    server.url(&name)
+    sql(&format!("CREATE DATABASE {name}"));
+    server().url(&name)
+}
+
+/// Runs one SQL command on the server as its superuser (e.g. to cut a
+/// database off).
+pub fn sql(command: &str) {
+    server().psql(command);
+}
+
+fn server() -> &'static Postgres {
+    SERVER.get_or_init(Postgres::start)
 }
 
 impl Postgres {
@@ -36,7 +45,7 @@ impl Postgres {
     }
 
     /// Runs one SQL command as the superuser; panics, saying why, if it fails.
-    pub fn psql(&self, sql: &str) {
+    fn psql(&self, sql: &str) {
         let output = Command::new(bin("psql"))
             .args([
                 "-h",
