@@ -20,6 +20,9 @@
 #   fairness), settings taking turns, three rounds each.
 # - Storage: get and set from inside a handler beside rusqlite used directly
 #   (cargo bench --bench storage), sides taking turns, five rounds each.
+# - Past one node: history writes on PostgreSQL beside SQLite, W1 through
+#   HAProxy on 1, 2 and 3 nodes, forwarding, a lost node noticed (cargo
+#   bench --bench cluster; real nodes, PostgreSQL and HAProxy on loopback).
 # - The JavaScript peer (Node.js, one vm context per session) for W1, when
 #   SESSIONBOX_NODE_PEER names its bench.mjs (the bench-baselines suite).
 set -euo pipefail
@@ -190,6 +193,9 @@ bench fairness -- "${smoke[@]}"
 step "Storage from inside a handler, beside bare SQLite"
 bench storage -- "${smoke[@]}"
 { echo "operation,sessionbox_per_s,p50_us,p99_us,bare_per_s,bare_p50_us,bare_p99_us"; cat "$work/bench.csv"; } >"$out/storage.csv"
+
+step "Past one node: PostgreSQL, nodes behind HAProxy, forwarding, a lost node"
+bench cluster -- "${smoke[@]}"
 
 # The summary: every workload beside its baseline.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }

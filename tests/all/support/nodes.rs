@@ -95,6 +95,7 @@ impl Cluster {
                     lease = {lease_ms}
                     [tenants.t]
                     api_keys = ["{KEY}"]
+                    quota = {{ starts_per_second = 100000 }}
                     [apps.remote]
                     tenant = "t"
                     scenario = "bundled:remote-control"
