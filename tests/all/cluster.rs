@@ -68,6 +68,15 @@ async fn node_of(url: &str, id: &str) -> String {
     text(&session, "node").to_owned()
 }
 
+/// A metric's value on a node (0 when it has no sample yet).
+async fn metric(url: &str, name: &str) -> f64 {
+    let (_, text) = get(format!("{url}/metrics")).await;
+    let text = text.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Waits until `check` holds of the session as the history has it.
 async fn until_session(url: &str, id: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + PATIENCE;
@@ -255,10 +264,14 @@ async fn a_lost_node_s_sessions_are_interrupted_and_a_drained_node_s_finish() {
         "{lost}"
     );
     println!("n3's session was marked interrupted {noticed:?} after the kill");
+    let mut marked = 0.0;
     for survivor in ["n1", "n2"] {
         let (_, session) = get(format!("{lb}/v1/sessions/{}", sessions[survivor])).await;
         assert_eq!(session["state"], "live", "{session}");
+        let url = &cluster.node(survivor).url;
+        marked += metric(url, "sessionbox_lost_sessions_interrupted_total").await;
     }
+    assert_eq!(marked, 1.0, "one survivor marked the one session");
     // New sessions and calls go to the survivors.
     cluster.lb.until_rotation(&["n1", "n2"], &["n3"]).await;
     cluster
@@ -293,6 +306,7 @@ async fn a_lost_node_s_sessions_are_interrupted_and_a_drained_node_s_finish() {
     assert_eq!(status, StatusCode::ACCEPTED, "{drain}");
     let (status, _) = get(format!("{}/readyz", n2.url)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(metric(&n2.url, "sessionbox_draining").await, 1.0);
     cluster.lb.until_rotation(&["n1"], &["n2", "n3"]).await;
     cluster
         .sip

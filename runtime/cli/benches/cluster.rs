@@ -114,6 +114,21 @@ async fn write_sessions(history: &History, count: usize) -> f64 {
     count as f64 / began.elapsed().as_secs_f64()
 }
 
+/// Starts a session of the remote app at `url` (a node, or the load
+/// balancer); the API's answer.
+async fn start(client: &reqwest::Client, url: &str, body: &'static str) -> serde_json::Value {
+    client
+        .post(format!("{url}/v1/apps/remote/sessions"))
+        .bearer_auth(KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn record(id: &str) -> Arc<SessionRecord> {
     Arc::new(SessionRecord {
         id: id.into(),
@@ -212,16 +227,12 @@ async fn w1_through_the_api(smoke: bool) {
 
 /// One W1 session through the API: start it, end it on its access URL.
 async fn lifecycle(client: &reqwest::Client, lb: &str) {
-    let started: serde_json::Value = client
-        .post(format!("{lb}/v1/apps/remote/sessions"))
-        .bearer_auth(KEY)
-        .body(r#"{"custom_data":"thirty-one bytes of custom data"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started = start(
+        client,
+        lb,
+        r#"{"custom_data":"thirty-one bytes of custom data"}"#,
+    )
+    .await;
     let access = started["access_url"]
         .as_str()
         .unwrap_or_else(|| panic!("{started}"));
@@ -233,15 +244,7 @@ async fn forwarding(smoke: bool) {
     let (rounds, requests) = if smoke { (1, 20) } else { (5, 2_000) };
     let cluster = Cluster::start(2, 10_000).await;
     let client = reqwest::Client::new();
-    let started: serde_json::Value = client
-        .post(format!("{}/v1/apps/remote/sessions", cluster.nodes[0].url))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started = start(&client, &cluster.nodes[0].url, "").await;
     let token = started["access_url"]
         .as_str()
         .unwrap()
@@ -280,15 +283,7 @@ async fn a_lost_node(smoke: bool) {
     for _ in 0..rounds {
         let mut cluster = Cluster::start(2, lease_ms).await;
         let client = reqwest::Client::new();
-        let started: serde_json::Value = client
-            .post(format!("{}/v1/apps/remote/sessions", cluster.nodes[1].url))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let started = start(&client, &cluster.nodes[1].url, "").await;
         let id = started["session_id"].as_str().unwrap().to_owned();
         let mut lost = cluster.nodes.pop().unwrap();
         lost.child.kill().unwrap();

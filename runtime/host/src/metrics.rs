@@ -93,6 +93,10 @@ pub struct Metrics {
     pub storage_operations: Family<StorageLabels, Counter>,
     pub storage_bytes: Family<AppLabels, Gauge>,
     pub storage_keys: Family<AppLabels, Gauge>,
+    pub forwarded_requests: Counter,
+    pub lease_renewal_failures: Counter,
+    pub lost_sessions_interrupted: Counter,
+    pub draining: Gauge,
 }
 
 impl Default for Metrics {
@@ -118,6 +122,10 @@ impl Default for Metrics {
             storage_operations: Family::default(),
             storage_bytes: Family::default(),
             storage_keys: Family::default(),
+            forwarded_requests: Counter::default(),
+            lease_renewal_failures: Counter::default(),
+            lost_sessions_interrupted: Counter::default(),
+            draining: Gauge::default(),
             registry: Registry::default(),
         };
         // Each metric once, under its name and help text.
@@ -155,6 +163,13 @@ impl Default for Metrics {
             "storage_bytes", "Bytes of keys and values an app's storage holds"
                 => metrics.storage_bytes;
             "storage_keys", "Keys an app's storage holds" => metrics.storage_keys;
+            "forwarded_requests", "Requests this node forwarded to the node that owns their \
+                session (or to one with room for a new one)" => metrics.forwarded_requests;
+            "lease_renewal_failures", "Failed attempts to renew this node's lease"
+                => metrics.lease_renewal_failures;
+            "lost_sessions_interrupted", "Live sessions of lost nodes (their lease lapsed) this \
+                node marked interrupted" => metrics.lost_sessions_interrupted;
+            "draining", "1 while this node drains" => metrics.draining;
         }
         let events_by_kind = EventKind::ALL
             .iter()

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::live::constant_time_eq;
 use crate::postgres::Postgres;
 use crate::postgres::nodes::{Leases, Load, Node};
+use sessionbox_host::metrics::Metrics;
 
 /// The header that marks a request forwarded by another node; its value
 /// is the nodes' shared secret.
@@ -40,6 +41,7 @@ pub(crate) struct Cluster {
     secret: HeaderValue,
     lease: Duration,
     client: Client<HttpConnector, Body>,
+    metrics: Arc<Metrics>,
     /// When this process started, for `renewed_ms`.
     epoch: Instant,
     /// When the lease was last renewed (ms since `epoch`).
@@ -54,6 +56,7 @@ impl Cluster {
         public_url: &str,
         postgres: Arc<Postgres>,
         load: &Load,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Cluster> {
         let node = Node {
             node_id: settings.node_id.clone(),
@@ -71,6 +74,7 @@ impl Cluster {
             secret,
             lease,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            metrics,
             epoch: Instant::now(),
             renewed_ms: AtomicU64::new(0),
         })
@@ -125,6 +129,7 @@ impl Cluster {
         *request.uri_mut() = uri;
         request.headers_mut().remove(axum::http::header::HOST);
         request.headers_mut().insert(FORWARDED, self.secret.clone());
+        self.metrics.forwarded_requests.inc();
         match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request)).await {
             Ok(Ok(response)) => response.map(Body::new),
             Ok(Err(error)) => unreachable_node(node, &error.to_string()),
@@ -152,6 +157,7 @@ impl Cluster {
                     Ok(()) => failures = 0,
                     Err(error) => {
                         failures += 1;
+                        cluster.metrics.lease_renewal_failures.inc();
                         // Once when it starts, then now and then.
                         if failures == 1 || failures.is_multiple_of(30) {
                             tracing::error!(
@@ -171,6 +177,7 @@ impl Cluster {
         self.leases.renew(&server.load()).await?;
         self.renewed_ms.store(started, Ordering::Relaxed);
         for (node, sessions) in self.leases.reap().await? {
+            self.metrics.lost_sessions_interrupted.inc_by(sessions);
             tracing::warn!(
                 node = %node,
                 sessions,

@@ -156,7 +156,11 @@ impl Server {
                     max_sessions: settings.max_sessions,
                     draining: false,
                 };
-                Some(Cluster::join(cluster, &public_url, Arc::clone(postgres), &idle).await?)
+                let metrics = Arc::clone(runtime.metrics());
+                Some(
+                    Cluster::join(cluster, &public_url, Arc::clone(postgres), &idle, metrics)
+                        .await?,
+                )
             }
             _ => None,
         };
@@ -234,6 +238,7 @@ impl Server {
         if self.draining.swap(true, Ordering::Relaxed) {
             return;
         }
+        self.runtime.metrics().draining.set(1);
         tracing::info!(
             live_sessions = self.live.count(),
             "draining: no new sessions; live ones run to their end"

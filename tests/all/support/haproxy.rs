@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::kamailio::{stop, system_binary};
+use crate::support::kamailio::{report, stop, system_binary};
 
 /// How long `start` waits for HAProxy to serve, and `until_rotation` for
 /// its health checks to agree: guards against hanging, not timings.
@@ -233,16 +233,7 @@ impl HaProxy {
     }
 
     fn report(&self, what: &str) -> String {
-        let log = self.log();
-        let keep = log.len().saturating_sub(12_000);
-        let start = (keep..log.len())
-            .find(|i| log.is_char_boundary(*i))
-            .unwrap_or(log.len());
-        format!(
-            "{what}\ncommand: {}\n----- haproxy.log (end) -----\n{}",
-            self.command_line,
-            &log[start..]
-        )
+        report(what, &self.command_line, "haproxy.log", &self.log())
     }
 }
 

@@ -261,17 +261,21 @@ impl Kamailio {
     }
 
     fn report(&self, what: &str) -> String {
-        let log = self.log();
-        let keep = log.len().saturating_sub(12_000);
-        let start = (keep..log.len())
-            .find(|i| log.is_char_boundary(*i))
-            .unwrap_or(log.len());
-        format!(
-            "{what}\ncommand: {}\n----- kamailio.log (end) -----\n{}",
-            self.command_line,
-            &log[start..]
-        )
+        report(what, &self.command_line, "kamailio.log", &self.log())
     }
+}
+
+/// What a failing test shows of a process it ran: `what`, its command
+/// line, and the end of its log.
+pub(crate) fn report(what: &str, command_line: &str, log_name: &str, log: &str) -> String {
+    let keep = log.len().saturating_sub(12_000);
+    let start = (keep..log.len())
+        .find(|i| log.is_char_boundary(*i))
+        .unwrap_or(log.len());
+    format!(
+        "{what}\ncommand: {command_line}\n----- {log_name} (end) -----\n{}",
+        &log[start..]
+    )
 }
 
 impl Drop for Kamailio {
