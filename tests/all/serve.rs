@@ -1075,3 +1075,67 @@ async fn a_scenario_built_for_the_0_1_0_world_still_runs() {
         .unwrap();
     assert_eq!(record.delivered("Terminated"), 1);
 }
+
+#[tokio::test]
+async fn sigterm_drains_live_sessions_end_on_their_own_and_the_process_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sessionbox.toml");
+    let text = config_text(dir.path()).replace(
+        "shutdown_deadline = 5000",
+        "shutdown_deadline = 5000\ndrain_deadline = 600000",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut first = spawn_server(&config, dir.path());
+    let started = start_over_api(&first.url, "remote", ACME).await;
+    let id = str_of(&started, "session_id").to_owned();
+    signal(&first, "-TERM");
+
+    // Draining: not ready, no new sessions, but the live one is served.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while client
+        .get(format!("{}/readyz", first.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == StatusCode::OK
+    {
+        assert!(std::time::Instant::now() < deadline, "readiness stayed 200");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let refused = client
+        .post(format!("{}/v1/apps/remote/sessions", first.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let stop = client
+        .post(format!("{}/stop", str_of(&started, "access_url")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stop.status(),
+        StatusCode::OK,
+        "the access URL is served while draining"
+    );
+
+    // Its last session over, the process exits long before the deadline.
+    let exited = tokio::task::spawn_blocking(move || first.child.wait().unwrap());
+    let status = tokio::time::timeout(PATIENCE, exited)
+        .await
+        .expect("the process exited once its sessions ended")
+        .unwrap();
+    assert!(status.success());
+    let mut second = spawn_server(&config, dir.path());
+    let session = session_over_http(&second.url, &id).await;
+    assert_eq!(session["state"], "finished", "{session}");
+    assert_eq!(
+        session["finish_reason"], "terminate",
+        "it ended on its own: {session}"
+    );
+    signal(&second, "-TERM");
+    assert!(second.child.wait().unwrap().success());
+}
