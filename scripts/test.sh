@@ -25,13 +25,15 @@ fi
 
 # The serve tests drive the server with curl, as the README shows; the SIP
 # tests call it with sipp (Debian's sip-tester). The multi-node tests run
-# real PostgreSQL, HAProxy and Kamailio (each test starts its own).
+# real PostgreSQL, HAProxy and Kamailio (each test starts its own); `say`
+# speaks through flite.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v sipp >/dev/null || missing+=(sip-tester)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v kamailio >/dev/null || missing+=(kamailio)
+command -v flite >/dev/null || missing+=(flite)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -304,6 +304,91 @@ async fn a_played_prompt_arrives_as_rtp_in_order() {
     assert!(packets[0][1] & 0x80 != 0, "the marker starts the prompt");
 }
 
+/// Listens as the caller's media socket; the RTP packets that arrive
+/// until none has for 3 s.
+fn capture_rtp(media: UdpSocket) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
+    tokio::spawn(async move {
+        let mut packets = Vec::new();
+        let mut buffer = [0u8; 1500];
+        while let Ok(Ok((length, _))) =
+            tokio::time::timeout(Duration::from_secs(3), media.recv_from(&mut buffer)).await
+        {
+            packets.push(buffer[..length].to_vec());
+        }
+        packets
+    })
+}
+
+/// Samples in what flite says for `text` with the kal voice (8 kHz).
+fn flite_samples(text: &str) -> usize {
+    let output = std::process::Command::new("flite")
+        .args(["-voice", "kal", "-t", text, "-o", "/dev/stdout"])
+        .output()
+        .expect("flite (scripts/test.sh installs it)");
+    assert!(output.status.success());
+    // A canonical 44-byte header, then 16-bit samples.
+    (output.stdout.len() - 44) / 2
+}
+
+#[tokio::test]
+async fn say_speaks_its_text_into_the_call() {
+    let text = "Welcome to Sessionbox. Press one for sales, or two for support.";
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let capturing = capture_rtp(media);
+    let mut node = node(None).await;
+    let keys = [
+        ("rtp_port", port.to_string()),
+        ("prompt_url", text.to_owned()),
+    ];
+    let record = node
+        .call_with("uac_play.xml", "say", Transport::Udp, &keys)
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+    );
+    let packets = capturing.await.unwrap();
+    let notes = lines(&record, LogSource::Host);
+    // Exactly the speech of this text, 20 ms a packet (the last padded).
+    let expected = flite_samples(text).div_ceil(160);
+    assert!(expected > 100, "a sentence is seconds of speech");
+    assert_eq!(
+        packets.len(),
+        expected,
+        "the packets of the synthesized text; the log: {notes:?}"
+    );
+    // Speech, not silence: μ-law codes loud samples with small values of
+    // the low seven bits (0x7F is silence).
+    let payload: Vec<u8> = packets.iter().flat_map(|p| p[12..].to_vec()).collect();
+    let loud = payload.iter().filter(|&&b| b & 0x7F < 0x50).count();
+    assert!(
+        loud * 5 > payload.len(),
+        "{loud} of {} samples loud",
+        payload.len()
+    );
+}
+
+#[tokio::test]
+async fn a_say_that_cannot_be_spoken_is_reported_and_the_call_goes_on() {
+    let mut node = node(None).await;
+    let keys = [("prompt_url", "word".repeat(1_250))];
+    let record = node
+        .call_with("uac_play.xml", "say", Transport::Udp, &keys)
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+    );
+    let notes = lines(&record, LogSource::Host);
+    assert!(
+        notes
+            .iter()
+            .any(|note| note.starts_with("call 1: say: the text is 5000 bytes")),
+        "the log says why: {notes:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_prompt_that_cannot_be_played_is_reported_and_the_call_goes_on() {
     let mut node = node(None).await;
@@ -422,5 +507,30 @@ async fn without_a_trunk_dial_is_refused_and_unknown_numbers_get_404() {
     assert!(
         metrics.contains("sessionbox_sip_invites_total{outcome=\"no_route\"} 1"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_offer_with_ipv6_audio_to_an_ipv4_node_gets_488_and_no_session() {
+    let node = node(None).await;
+    // sipp expects 488, with no 180 before it.
+    Sipp::call(
+        "uac_ipv6_offer.xml",
+        node.sip,
+        "answer",
+        Transport::Udp,
+        &[],
+    )
+    .finish(SIPP_LIMIT)
+    .await
+    .unwrap_or_else(|failure| panic!("sipp: {failure}"));
+    let metrics = node.serving.server.runtime().metrics().render();
+    assert!(
+        metrics.contains("sessionbox_sip_invites_total{outcome=\"not_acceptable\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sessionbox_sessions_started_total 0"),
+        "no session started: {metrics}"
     );
 }

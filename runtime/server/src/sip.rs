@@ -85,6 +85,11 @@ impl Server {
             self.count_invite("no_route");
             return invite.refuse(404).await;
         };
+        if let Some(why) = invite.unplayable() {
+            tracing::info!(app = %app_name, "SIP: call refused with 488: {why}");
+            self.count_invite("not_acceptable");
+            return invite.refuse(488).await;
+        }
         let started = match self.start_session(app_name, &app, String::new()).await {
             Ok(started) => started,
             Err(refused) => {

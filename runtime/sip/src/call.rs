@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::media::Rtp;
-use super::prompt;
+use super::prompt::{self, Samples};
 use super::sdp::{self, RemoteAudio, TELEPHONE_EVENT};
+use super::speech;
 use sessionbox_host::telephony::{CallAction, CallContext, CallLink};
 
 /// The session's side of a SIP call: actions go to the call's task.
@@ -45,6 +46,15 @@ pub struct SipCall {
     pub states: DialogStateReceiver,
     pub rtp: Rtp,
     pub direction: Direction,
+}
+
+/// What a call plays: a WAV file, or speech.
+enum Prompt {
+    File(String),
+    Speech {
+        text: String,
+        language: Option<String>,
+    },
 }
 
 /// Whether the call's task goes on after something happened.
@@ -287,15 +297,12 @@ impl Running {
                 self.context.disconnected();
                 Next::End
             }
-            CallAction::Say { .. } => {
-                self.context.note(
-                    "say: this node has no speech synthesizer; the chime plays instead of the text",
-                );
-                self.play(prompt::CHIME.to_owned());
+            CallAction::Say { text, language } => {
+                self.play(Prompt::Speech { text, language });
                 Next::Continue
             }
             CallAction::Play { url } => {
-                self.play(url);
+                self.play(Prompt::File(url));
                 Next::Continue
             }
             CallAction::SendMessage { text } => {
@@ -365,7 +372,9 @@ impl Running {
         }
     }
 
-    fn play(&mut self, url: String) {
+    /// Plays a prompt, in place of any still playing; however it goes,
+    /// `call-playback-finished` follows, and the log says what failed.
+    fn play(&mut self, prompt: Prompt) {
         if let Some(previous) = self.playback.take() {
             previous.abort();
         }
@@ -373,12 +382,20 @@ impl Running {
         let remote = self.remote.clone();
         let stream = remote.map(|remote| (self.rtp.sender(), remote));
         self.playback = Some(tokio::spawn(async move {
-            match (prompt::fetch(&url, &context).await, stream) {
-                (Ok(samples), Some((sender, remote))) => sender.play(samples, &remote).await,
-                (Ok(_), None) => context.note(&format!(
-                    "play {url}: the far end gave no address for audio"
-                )),
-                (Err(error), _) => context.note(&format!("play: {error}")),
+            let (what, samples) = match &prompt {
+                Prompt::File(url) => ("play", prompt::fetch(url, &context).await.map(Arc::new)),
+                Prompt::Speech { text, language } => {
+                    ("say", speech::synthesize(text, language.as_deref()).await)
+                }
+            };
+            match (samples, stream) {
+                (Ok(samples), Some((sender, remote))) => {
+                    sender.play(Samples::clone(&samples), &remote).await;
+                }
+                (Ok(_), None) => {
+                    context.note(&format!("{what}: the far end gave no address for audio"));
+                }
+                (Err(error), _) => context.note(&format!("{what}: {error}")),
             }
             context.playback_finished();
         }));

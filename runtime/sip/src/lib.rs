@@ -4,7 +4,7 @@
 //! [`SipEndpoint`] listens; each new INVITE becomes an [`IncomingInvite`]
 //! that the server routes to an app, and, once a session takes it, a
 //! [`call::SipCall`] task that drives the dialog and the call's RTP
-//! ([`media`]). In-dialog requests (ACK, BYE, INFO, MESSAGE, CANCEL) reach
+//! ([`media`]), playing prompts ([`prompt`]) and speech ([`speech`]). In-dialog requests (ACK, BYE, INFO, MESSAGE, CANCEL) reach
 //! their dialog here. [`trunk::TrunkDialer`] places the scenarios' outbound
 //! calls through a configured trunk.
 
@@ -12,6 +12,7 @@ mod call;
 mod media;
 mod prompt;
 mod sdp;
+mod speech;
 mod trunk;
 
 use std::net::{IpAddr, SocketAddr};
@@ -254,6 +255,20 @@ impl IncomingInvite {
         }
     }
 
+    /// Why this node cannot carry the call's audio, if it cannot: an offer
+    /// whose media is IPv6 when ours is IPv4 (or the other way round)
+    /// would get an answer and no audio at all.
+    pub fn unplayable(&self) -> Option<String> {
+        let offer = sdp::parse(self.tx.original.body()).ok()?;
+        let ours = self.sip.advertised;
+        (offer.addr.is_ipv6() != ours.is_ipv6()).then(|| {
+            format!(
+                "the offer's audio is at {}, and this node's media is on {ours}",
+                offer.addr.ip()
+            )
+        })
+    }
+
     /// Turns the call away with a final response.
     pub async fn refuse(mut self, code: u16) {
         if let Err(error) = self.tx.reply(StatusCode::from(code)).await {
@@ -296,13 +311,17 @@ impl IncomingInvite {
             rtp,
             direction: Direction::Incoming(offer),
         };
+        // Ringing goes out before the session hears of the call: once it
+        // has, its answer could overtake a 180 sent after.
+        if let Err(error) = dialog.ringing(None, None) {
+            tracing::warn!("SIP: sending 180 Ringing failed: {error}");
+        }
         let connected = session.incoming_call_via(
             self.call.clone(),
             Box::new(move |context| Box::new(call.start(context))),
         );
         match connected {
             Ok(id) => {
-                let _ = dialog.ringing(None, None);
                 let mut dialog = dialog;
                 tokio::spawn(async move {
                     if let Err(error) = dialog.handle(&mut self.tx).await {

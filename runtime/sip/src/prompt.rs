@@ -1,5 +1,5 @@
 //! Prompts for `play`: fetched over HTTP(S) under the app's outbound rules,
-//! read from WAV, and coded as G.711.
+//! read from WAV (as `say`'s speech is too), and coded as G.711.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use sessionbox_host::telephony::CallContext;
 pub type Samples = Vec<i16>;
 
 /// The prompt built into Sessionbox, for trying calls out without hosting a
-/// file, and what `say` plays on a node without a speech synthesizer.
+/// file.
 pub const CHIME: &str = "bundled:chime";
 
 /// Fetches and decodes the prompt at `url`. Every error is a sentence for
@@ -144,7 +144,7 @@ fn chime() -> Samples {
 }
 
 /// Reads an 8 kHz mono WAV: 16-bit PCM, A-law or μ-law.
-pub fn read_wav(bytes: &[u8]) -> Result<Samples, String> {
+pub(crate) fn read_wav(bytes: &[u8]) -> Result<Samples, String> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err("not a WAV file".into());
     }

@@ -26,9 +26,16 @@ struct SipProbe {
     calls: HashMap<CallId, Call>,
     /// Calls to hang up as soon as they connect.
     hang_up_when_connected: HashSet<CallId>,
-    /// Calls playing a prompt: hung up when it has finished.
-    prompts: HashMap<CallId, String>,
+    /// Calls playing a prompt (`play`) or speaking (`say`): hung up when
+    /// it has finished.
+    prompts: HashMap<CallId, Prompt>,
     spin_when_connected: bool,
+}
+
+/// What a call plays once it connects.
+enum Prompt {
+    Play(String),
+    Say(String),
 }
 
 fn report(what: &str, call: CallId, result: Result<(), Refusal>) {
@@ -72,13 +79,18 @@ impl Scenario for SipProbe {
                 report("answer", id, call.answer());
             }
             "reject" => report("reject", id, call.reject(486)),
-            "play" => {
+            // The INVITE's X-Prompt: a URL to play, or a text to say.
+            "play" | "say" => {
                 let prompt = event
                     .headers
                     .iter()
                     .find(|header| header.name.eq_ignore_ascii_case("x-prompt"))
                     .map(|header| header.value.clone())
                     .unwrap_or_default();
+                let prompt = match event.destination.as_str() {
+                    "play" => Prompt::Play(prompt),
+                    _ => Prompt::Say(prompt),
+                };
                 self.prompts.insert(id, prompt);
                 report("answer", id, call.answer());
             }
@@ -99,7 +111,10 @@ impl Scenario for SipProbe {
         if self.hang_up_when_connected.contains(&id) {
             report("hangup", id, call.hangup());
         } else if let Some(prompt) = self.prompts.get(&id) {
-            report("play", id, call.play(prompt));
+            match prompt {
+                Prompt::Play(url) => report("play", id, call.play(url)),
+                Prompt::Say(text) => report("say", id, call.say(text, Some("en-US"))),
+            }
         }
     }
 
