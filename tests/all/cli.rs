@@ -66,6 +66,37 @@ fn run_prints_each_event_and_log_line_and_the_finish() {
 }
 
 #[test]
+fn run_writes_what_the_caller_hears_to_a_wav_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("call.wav");
+    let output = sessionbox(&[
+        "run",
+        path(&guest_path("call-handler")),
+        "--no-cache",
+        "--call",
+        "+15550100,+15550199",
+        "--audio-out",
+        path(&wav),
+        "--idle-timeout",
+        "100",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("CallPlaybackFinished call=1"));
+    let bytes = std::fs::read(&wav).unwrap();
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(u32::from_le_bytes(bytes[24..28].try_into().unwrap()), 8_000);
+    let data = u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize;
+    assert_eq!(
+        data,
+        bytes.len() - 44,
+        "the header says what the file holds"
+    );
+    // call-handler's greeting, exactly as flite speaks it.
+    let greeting = flite_samples("Thanks for calling Sessionbox. Goodbye.");
+    assert_eq!(data / 2, greeting);
+}
+
+#[test]
 fn run_exits_nonzero_when_the_scenario_fails() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("trapping.wasm");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::server::InProcess;
 use crate::support::sipp::{Sipp, Transport};
-use crate::support::{PATIENCE, guest_path, lines, origin};
+use crate::support::{PATIENCE, flite_samples, guest_path, lines, origin};
 use http_body_util::{BodyExt, Full};
 use hyper::Response;
 use sessionbox::SessionRecord;
@@ -317,17 +317,6 @@ fn capture_rtp(media: UdpSocket) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
         }
         packets
     })
-}
-
-/// Samples in what flite says for `text` with the kal voice (8 kHz).
-fn flite_samples(text: &str) -> usize {
-    let output = std::process::Command::new("flite")
-        .args(["-voice", "kal", "-t", text, "-o", "/dev/stdout"])
-        .output()
-        .expect("flite (scripts/test.sh installs it)");
-    assert!(output.status.success());
-    // A canonical 44-byte header, then 16-bit samples.
-    (output.stdout.len() - 44) / 2
 }
 
 #[tokio::test]

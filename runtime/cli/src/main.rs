@@ -14,6 +14,7 @@ use sessionbox::capabilities::storage::AppStorage;
 use sessionbox::capabilities::variables::{Variable, Variables};
 use sessionbox::keyvalue::sqlite::{DEFAULT_CACHE_BYTES, SqliteKeyValue};
 
+use sessionbox::sip::WavOut;
 use sessionbox::{EngineConfig, IncomingCall, Limits, Notice, Runtime, StartOptions};
 use tokio::sync::mpsc;
 
@@ -60,6 +61,10 @@ enum Command {
         /// An incoming call after Started: FROM,TO.
         #[arg(long, value_name = "FROM,TO")]
         call: Option<String>,
+        /// Writes what the caller of --call hears (its say and play, in
+        /// order) to this WAV file (8 kHz, mono).
+        #[arg(long, value_name = "FILE", requires = "call")]
+        audio_out: Option<PathBuf>,
         /// An HTTP request to the session after Started: 'METHOD PATH [BODY]'.
         /// Repeatable; requests are delivered in order.
         #[arg(long, value_name = "'METHOD PATH [BODY]'")]
@@ -161,6 +166,7 @@ impl Cli {
                 scenario,
                 custom_data,
                 call,
+                audio_out,
                 http,
                 idle_timeout,
                 allow_private_http,
@@ -170,6 +176,12 @@ impl Cli {
                 secrets,
             } => {
                 let call = call.as_deref().map(parse_call).transpose()?;
+                let audio_out = audio_out
+                    .map(|path| {
+                        WavOut::create(&path)
+                            .with_context(|| format!("--audio-out: creating {}", path.display()))
+                    })
+                    .transpose()?;
                 let requests = http
                     .iter()
                     .map(|spec| parse_request(spec))
@@ -184,6 +196,7 @@ impl Cli {
                 let scenario = runtime.load_file(&scenario, limits)?;
                 let storage = storage.unwrap_or_else(|| demo_dir().join("run-storage.db"));
                 let app = local_app(&runtime, scenario.name(), &storage, &vars, &secrets)?;
+                let call = call.map(|call| (call, audio_out));
                 run_session(&runtime, &scenario, custom_data, call, requests, app).await
             }
         }
@@ -194,7 +207,7 @@ async fn run_session(
     runtime: &Runtime,
     scenario: &std::sync::Arc<sessionbox::Scenario>,
     custom_data: String,
-    call: Option<IncomingCall>,
+    call: Option<(IncomingCall, Option<Arc<WavOut>>)>,
     requests: Vec<HttpRequestEvent>,
     app: AppState,
 ) -> Result<ExitCode> {
@@ -206,8 +219,14 @@ async fn run_session(
         ..StartOptions::default()
     };
     let session = runtime.start(scenario, options).await?;
-    if let Some(call) = call {
-        session.incoming_call(call)?;
+    match call {
+        Some((call, Some(out))) => {
+            session.incoming_call_via(call, Box::new(move |context| out.link(context)))?;
+        }
+        Some((call, None)) => {
+            session.incoming_call(call)?;
+        }
+        None => {}
     }
     // Responses are printed by the loop below, after the notices that
     // caused them (which were sent first), so the output reads in order.

@@ -14,6 +14,7 @@ mod prompt;
 mod sdp;
 mod speech;
 mod trunk;
+mod wav_out;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -41,6 +42,7 @@ use sessionbox_host::session::{SessionError, SessionHandle};
 use sessionbox_host::sync::MutexExt;
 use sessionbox_host::telephony::IncomingCall;
 pub use trunk::{Trunk, TrunkDialer};
+pub use wav_out::WavOut;
 
 /// A SIP listener on UDP and TCP at one address, and the dialogs it holds.
 pub struct SipEndpoint {

@@ -195,6 +195,17 @@ pub fn greedy() -> Vec<u8> {
     )
 }
 
+/// Samples in what flite says for `text` with the kal voice (8 kHz).
+pub fn flite_samples(text: &str) -> usize {
+    let output = std::process::Command::new("flite")
+        .args(["-voice", "kal", "-t", text, "-o", "/dev/stdout"])
+        .output()
+        .expect("flite (scripts/test.sh installs it)");
+    assert!(output.status.success());
+    // A canonical 44-byte header, then 16-bit samples.
+    (output.stdout.len() - 44) / 2
+}
+
 pub mod haproxy;
 pub mod kamailio;
 pub mod nodes;
