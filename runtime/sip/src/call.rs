@@ -280,7 +280,7 @@ impl Running {
         if let Some(remote) = &self.remote {
             let context = self.context.clone();
             self.rtp
-                .receive_tones(remote, move |tone| context.tone(tone.to_string()));
+                .listen(remote, move |tone| context.tone(tone.to_string()));
         }
         self.context.connected();
     }

@@ -1,6 +1,12 @@
 //! A call's media: one RTP socket. Prompts go out as G.711 in 20 ms packets
 //! with running sequence numbers and timestamps; RFC 4733 telephone events
 //! come in as tones.
+//!
+//! RTP is symmetric: once the far end's first packet of the call's codec
+//! (or its telephone events) arrives, audio goes back to where it came
+//! from, not to the address its SDP gave, which behind a NAT is a private
+//! one nobody can reach. The address is latched once, so a stranger's
+//! packets later in the call cannot take the audio elsewhere.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -31,6 +37,8 @@ pub struct Rtp {
 pub struct RtpSender {
     socket: Arc<UdpSocket>,
     clock: Arc<Mutex<Clock>>,
+    /// Where the far end's audio came from, once it has.
+    latched: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 /// Where the stream we send is: the same SSRC, sequence and timeline across
@@ -65,6 +73,7 @@ impl Rtp {
                 timestamp: rand_u32(),
                 last_sent: None,
             })),
+            latched: Arc::default(),
         };
         Ok(Rtp {
             sender,
@@ -81,21 +90,29 @@ impl Rtp {
         self.sender.clone()
     }
 
-    /// Starts turning the far end's telephone events into tones for
+    /// Starts listening to the far end: its first packet latches where
+    /// our audio goes, and its telephone events become tones for
     /// `on_tone`.
-    pub fn receive_tones(&mut self, remote: &RemoteAudio, on_tone: impl Fn(char) + Send + 'static) {
-        let Some(payload_type) = remote.telephone_event else {
-            return;
-        };
+    pub fn listen(&mut self, remote: &RemoteAudio, on_tone: impl Fn(char) + Send + 'static) {
         if self.receiver.is_some() {
             return;
         }
         let socket = Arc::clone(&self.sender.socket);
+        let latched = Arc::clone(&self.sender.latched);
+        let (codec, events) = (remote.codec.payload_type(), remote.telephone_event);
         self.receiver = Some(tokio::spawn(async move {
             let mut buffer = [0u8; 1500];
             let mut last_event = None;
-            while let Ok(length) = socket.recv(&mut buffer).await {
-                if let Some((timestamp, tone)) = telephone_event(&buffer[..length], payload_type)
+            while let Ok((length, from)) = socket.recv_from(&mut buffer).await {
+                let packet = &buffer[..length];
+                let Some(payload_type) = rtp_payload_type(packet) else {
+                    continue;
+                };
+                if payload_type == codec || Some(payload_type) == events {
+                    latched.locked().get_or_insert(from);
+                }
+                if let Some(events) = events
+                    && let Some((timestamp, tone)) = telephone_event(packet, events)
                     // An event is sent several times (and its end three
                     // times) under one timestamp: it is one key press.
                     && last_event != Some(timestamp)
@@ -113,7 +130,7 @@ impl RtpSender {
     /// last packet is sent.
     pub async fn play(&self, samples: Samples, remote: &RemoteAudio) {
         let (socket, clock) = (&self.socket, &self.clock);
-        let (codec, to) = (remote.codec, remote.addr);
+        let codec = remote.codec;
         {
             let payload = prompt::encode(codec, &samples);
             let silence = prompt::encode(codec, &[0]);
@@ -145,6 +162,7 @@ impl RtpSender {
                 packet.extend_from_slice(frame);
                 // The last frame is filled up with silence.
                 packet.resize(12 + FRAME, silence[0]);
+                let to = self.latched.locked().unwrap_or(remote.addr);
                 // A lost packet is lost: RTP does not resend.
                 let _ = socket.send_to(&packet, to).await;
             }
@@ -182,10 +200,15 @@ impl Drop for Rtp {
     }
 }
 
+/// The payload type of an RTP (version 2) packet.
+fn rtp_payload_type(packet: &[u8]) -> Option<u8> {
+    (packet.len() >= 12 && packet[0] >> 6 == 2).then(|| packet[1] & 0x7F)
+}
+
 /// The RFC 4733 event in an RTP packet of `payload_type`, with the packet's
 /// timestamp (which names the event).
 fn telephone_event(packet: &[u8], payload_type: u8) -> Option<(u32, char)> {
-    if packet.len() < 12 || packet[0] >> 6 != 2 || packet[1] & 0x7F != payload_type {
+    if rtp_payload_type(packet) != Some(payload_type) {
         return None;
     }
     let timestamp = u32::from_be_bytes(packet[4..8].try_into().ok()?);
@@ -298,7 +321,7 @@ mod tests {
         }
 
         let (tones, mut received) = mpsc::unbounded_channel();
-        rtp.receive_tones(&remote, move |tone| {
+        rtp.listen(&remote, move |tone| {
             let _ = tones.send(tone.to_string());
         });
         for packet in [
@@ -315,5 +338,52 @@ mod tests {
             "9",
             "the repeats of 5 are one press"
         );
+    }
+
+    #[tokio::test]
+    async fn audio_goes_where_the_far_end_sends_from_and_stays_there() {
+        let loopback = "127.0.0.1".parse().unwrap();
+        let mut rtp = Rtp::bind(loopback, loopback, None).unwrap();
+        // The SDP names one address (behind a NAT, a private one); the
+        // far end's packets come from another.
+        let in_sdp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        in_sdp.set_nonblocking(true).unwrap();
+        let actual = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let remote = RemoteAudio {
+            addr: in_sdp.local_addr().unwrap(),
+            codec: Codec::Pcmu,
+            telephone_event: Some(101),
+        };
+        let (tones, mut received) = mpsc::unbounded_channel();
+        rtp.listen(&remote, move |tone| {
+            let _ = tones.send(tone);
+        });
+        // Heard once the listener has taken the packet: it is latched.
+        actual
+            .send_to(&event_packet(1, 10, true), rtp.advertised())
+            .await
+            .unwrap();
+        assert_eq!(received.recv().await, Some('1'));
+        stranger
+            .send_to(&event_packet(2, 20, true), rtp.advertised())
+            .await
+            .unwrap();
+        assert_eq!(received.recv().await, Some('2'));
+
+        rtp.sender().play(vec![1000; FRAME], &remote).await;
+        let mut packet = [0u8; 1500];
+        let arrived = tokio::time::timeout(Duration::from_secs(5), actual.recv(&mut packet)).await;
+        let length = arrived
+            .expect("the audio went where the far end sends from")
+            .unwrap();
+        assert_eq!(length, 12 + FRAME);
+        let stray = in_sdp.recv_from(&mut packet);
+        assert!(
+            stray.is_err(),
+            "nothing went to the SDP's address: {stray:?}"
+        );
+        let stray = stranger.try_recv_from(&mut packet);
+        assert!(stray.is_err(), "nor to a later sender: {stray:?}");
     }
 }
