@@ -16,7 +16,8 @@ up_to_date() {
 reuse() {
   local kept=$1 name=$2 wasm=$3
   shift 3
-  REUSE_KEY=$(find "$@" -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-32)
+  # Byte order (LC_ALL=C): the same inputs make the same key in any locale.
+  REUSE_KEY=$(find "$@" -type f -print0 | LC_ALL=C sort -z | xargs -0 cat | sha256sum | cut -c1-32)
   [ -f "$kept/$name-$REUSE_KEY.wasm" ] && cp "$kept/$name-$REUSE_KEY.wasm" "$wasm"
 }
 
