@@ -359,6 +359,32 @@ async fn say_speaks_its_text_into_the_call() {
 }
 
 #[tokio::test]
+async fn a_late_offer_gets_our_offer_in_the_200_and_audio_as_the_ack_answers() {
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let capturing = capture_rtp(media);
+    let mut node = node(None).await;
+    let keys = [
+        ("rtp_port", port.to_string()),
+        ("prompt_url", "bundled:chime".to_owned()),
+    ];
+    // sipp checks the 200 carries our offer, and answers PCMA in its ACK.
+    let record = node
+        .call_with("uac_late_offer.xml", "play", Transport::Udp, &keys)
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+    );
+    let packets = capturing.await.unwrap();
+    assert_eq!(packets.len(), 40, "the 0.8 s chime, to the ACK's address");
+    assert!(
+        packets.iter().all(|packet| packet[1] & 0x7F == 8),
+        "PCMA, the codec the ACK answered"
+    );
+}
+
+#[tokio::test]
 async fn a_say_that_cannot_be_spoken_is_reported_and_the_call_goes_on() {
     let mut node = node(None).await;
     let keys = [("prompt_url", "word".repeat(1_250))];

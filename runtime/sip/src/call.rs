@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::media::Rtp;
 use super::prompt::{self, Samples};
-use super::sdp::{self, RemoteAudio, TELEPHONE_EVENT};
+use super::sdp::{self, Codec, RemoteAudio, TELEPHONE_EVENT};
 use super::speech;
 use sessionbox_host::telephony::{CallAction, CallContext, CallLink};
 
@@ -35,6 +35,9 @@ impl CallLink for SipLink {
 pub enum Direction {
     /// The caller's SDP offer, or why it cannot be answered.
     Incoming(Result<RemoteAudio, String>),
+    /// An INVITE without SDP (a late offer): our offer goes in the 200, and
+    /// the caller's answer comes in its ACK.
+    IncomingWithoutOffer,
     /// Our INVITE, until its final response.
     Outbound(JoinHandle<InviteAsyncResult>),
 }
@@ -101,6 +104,7 @@ impl SipCall {
         let (incoming, remote, unanswerable, mut invite) = match direction {
             Direction::Incoming(Ok(offer)) => (true, Some(offer), None, None),
             Direction::Incoming(Err(reason)) => (true, None, Some(reason), None),
+            Direction::IncomingWithoutOffer => (true, None, None, None),
             Direction::Outbound(invite) => (false, None, None, Some(invite)),
         };
         let mut call = Running {
@@ -154,8 +158,25 @@ impl Running {
         match state {
             DialogState::Confirmed(id, response) => {
                 self.ids.push(id);
-                if self.remote.is_none() {
+                if self.remote.is_none() && !self.incoming {
                     self.remote = sdp::parse(response.body()).ok();
+                } else if self.remote.is_none() {
+                    // A late offer: the caller answered ours in its ACK.
+                    let ack = self.dialog.last_remote_ack();
+                    match sdp::parse(ack.as_ref().map_or(&[][..], |ack| ack.body())) {
+                        Ok(answer) => self.remote = Some(answer),
+                        Err(reason) => {
+                            // RFC 3261: a session whose offer went unanswered
+                            // is ended with a BYE.
+                            self.context.note(&format!(
+                                "the caller's ACK answered our offer with no usable SDP ({reason}): \
+                                 hanging up"
+                            ));
+                            let _ = self.dialog.bye().await;
+                            self.context.disconnected();
+                            return Next::End;
+                        }
+                    }
                 }
                 self.connect();
                 Next::Continue
@@ -329,18 +350,31 @@ impl Running {
     }
 
     fn answer(&mut self) -> Next {
-        let Some(remote) = &self.remote else {
-            let reason = self.unanswerable.clone().unwrap_or_default();
-            let _ = self
-                .dialog
-                .reject(Some(StatusCode::NotAcceptableHere), None);
-            self.context
-                .failed(488, format!("the call cannot be answered: {reason}"));
-            return Next::End;
+        // Our answer to the caller's offer, or, without one, our offer.
+        let description = match (&self.remote, &self.unanswerable) {
+            (Some(remote), _) => {
+                sdp::describe(self.rtp.advertised(), &[remote.codec], TELEPHONE_EVENT)
+            }
+            (None, None) => sdp::describe(
+                self.rtp.advertised(),
+                &[Codec::Pcmu, Codec::Pcma],
+                TELEPHONE_EVENT,
+            ),
+            (None, Some(reason)) => {
+                let reason = reason.clone();
+                let _ = self
+                    .dialog
+                    .reject(Some(StatusCode::NotAcceptableHere), None);
+                self.context
+                    .failed(488, format!("the call cannot be answered: {reason}"));
+                return Next::End;
+            }
         };
-        let answer = sdp::describe(self.rtp.advertised(), &[remote.codec], TELEPHONE_EVENT);
         let content_type = Header::ContentType("application/sdp".into());
-        match self.dialog.accept(Some(vec![content_type]), Some(answer)) {
+        match self
+            .dialog
+            .accept(Some(vec![content_type]), Some(description))
+        {
             Ok(()) => {
                 self.answered = true;
                 Next::Continue

@@ -305,13 +305,18 @@ impl IncomingInvite {
                 )));
             }
         };
-        let offer = sdp::parse(self.tx.original.body());
+        let body = self.tx.original.body();
+        let direction = if body.iter().all(u8::is_ascii_whitespace) {
+            Direction::IncomingWithoutOffer
+        } else {
+            Direction::Incoming(sdp::parse(body))
+        };
         let call = SipCall {
             dialog: dialog.clone(),
             layer: Arc::clone(&sip.layer),
             states,
             rtp,
-            direction: Direction::Incoming(offer),
+            direction,
         };
         // Ringing goes out before the session hears of the call: once it
         // has, its answer could overtake a 180 sent after.
