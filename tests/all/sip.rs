@@ -385,6 +385,28 @@ async fn a_late_offer_gets_our_offer_in_the_200_and_audio_as_the_ack_answers() {
 }
 
 #[tokio::test]
+async fn a_call_put_on_hold_and_resumed_is_answered_in_kind() {
+    let mut node = node(None).await;
+    // sipp checks each 200's direction: recvonly to a hold, sendrecv after.
+    let record = node
+        .call_with("uac_hold.xml", "answer", Transport::Udp, &[])
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[1..],
+        ["connected 1", "disconnected 1"]
+    );
+    let notes = lines(&record, LogSource::Host);
+    assert_eq!(
+        notes[..2],
+        [
+            "call 1: the far end put the call on hold",
+            "call 1: the far end took the call off hold"
+        ],
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_say_that_cannot_be_spoken_is_reported_and_the_call_goes_on() {
     let mut node = node(None).await;
     let keys = [("prompt_url", "word".repeat(1_250))];

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::media::Rtp;
 use super::prompt::{self, Samples};
-use super::sdp::{self, Codec, RemoteAudio, TELEPHONE_EVENT};
+use super::sdp::{self, Codec, MediaDirection, RemoteAudio, TELEPHONE_EVENT};
 use super::speech;
 use sessionbox_host::telephony::{CallAction, CallContext, CallLink};
 
@@ -215,10 +215,8 @@ impl Running {
                 let _ = handle.reply(StatusCode::OK).await;
                 Next::Continue
             }
-            // Re-INVITEs (hold, codec changes) are declined: the media
-            // stays as agreed.
-            DialogState::Updated(_, _, handle) => {
-                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+            DialogState::Updated(_, request, handle) => {
+                self.on_reinvite(&request, handle).await;
                 Next::Continue
             }
             DialogState::Refer(_, _, handle)
@@ -232,6 +230,58 @@ impl Running {
             | DialogState::Early(..)
             | DialogState::WaitAck(..) => Next::Continue,
         }
+    }
+
+    /// A re-INVITE: hold (the far end offers `sendonly` or `inactive`),
+    /// resume, a codec change between PCMU and PCMA, or a refresh without
+    /// an offer (answered with the media as it stands). An offer this
+    /// call cannot carry is declined (488), and the media stays as agreed.
+    async fn on_reinvite(&mut self, request: &Request, handle: TransactionHandle) {
+        let body = request.body();
+        let offer = if body.iter().all(u8::is_ascii_whitespace) {
+            self.remote
+                .clone()
+                .ok_or_else(|| "no media was agreed yet".to_owned())
+        } else {
+            sdp::parse(body)
+        };
+        let advertised = self.rtp.advertised();
+        let offer = offer.and_then(|offer| {
+            if offer.addr.is_ipv6() == advertised.is_ipv6() {
+                Ok(offer)
+            } else {
+                Err(format!("its audio is at {}", offer.addr.ip()))
+            }
+        });
+        let offer = match offer {
+            Ok(offer) => offer,
+            Err(reason) => {
+                self.context
+                    .note(&format!("a re-INVITE was declined (488): {reason}"));
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                return;
+            }
+        };
+        let held = offer.direction.holds();
+        if held != self.rtp.sender().is_held() {
+            self.context.note(if held {
+                "the far end put the call on hold"
+            } else {
+                "the far end took the call off hold"
+            });
+        }
+        self.rtp.sender().hold(held);
+        let answer = sdp::describe(
+            advertised,
+            &[offer.codec],
+            TELEPHONE_EVENT,
+            offer.direction.answer(),
+        );
+        self.remote = Some(offer);
+        let content_type = Header::ContentType("application/sdp".into());
+        let _ = handle
+            .respond(StatusCode::OK, Some(vec![content_type]), Some(answer))
+            .await;
     }
 
     /// An in-call INFO or MESSAGE: a key press (DTMF relay) or a message.
@@ -352,13 +402,17 @@ impl Running {
     fn answer(&mut self) -> Next {
         // Our answer to the caller's offer, or, without one, our offer.
         let description = match (&self.remote, &self.unanswerable) {
-            (Some(remote), _) => {
-                sdp::describe(self.rtp.advertised(), &[remote.codec], TELEPHONE_EVENT)
-            }
+            (Some(remote), _) => sdp::describe(
+                self.rtp.advertised(),
+                &[remote.codec],
+                TELEPHONE_EVENT,
+                remote.direction.answer(),
+            ),
             (None, None) => sdp::describe(
                 self.rtp.advertised(),
                 &[Codec::Pcmu, Codec::Pcma],
                 TELEPHONE_EVENT,
+                MediaDirection::SendRecv,
             ),
             (None, Some(reason)) => {
                 let reason = reason.clone();

@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct RtpSender {
     clock: Arc<Mutex<Clock>>,
     /// Where the far end's audio came from, once it has.
     latched: Arc<Mutex<Option<SocketAddr>>>,
+    /// While the far end holds the call, prompts play on in silence.
+    held: Arc<AtomicBool>,
 }
 
 /// Where the stream we send is: the same SSRC, sequence and timeline across
@@ -74,6 +77,7 @@ impl Rtp {
                 last_sent: None,
             })),
             latched: Arc::default(),
+            held: Arc::default(),
         };
         Ok(Rtp {
             sender,
@@ -126,6 +130,15 @@ impl Rtp {
 }
 
 impl RtpSender {
+    /// The far end holds the call (`true`: it takes no audio) or resumes it.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Streams `samples` to the far end in real time; resolves when the
     /// last packet is sent.
     pub async fn play(&self, samples: Samples, remote: &RemoteAudio) {
@@ -162,6 +175,11 @@ impl RtpSender {
                 packet.extend_from_slice(frame);
                 // The last frame is filled up with silence.
                 packet.resize(12 + FRAME, silence[0]);
+                // On hold the timeline runs on and nothing is sent, so a
+                // prompt still ends when it would have.
+                if self.is_held() {
+                    continue;
+                }
                 let to = self.latched.locked().unwrap_or(remote.addr);
                 // A lost packet is lost: RTP does not resend.
                 let _ = socket.send_to(&packet, to).await;
@@ -297,6 +315,7 @@ mod tests {
             addr: far.local_addr().unwrap(),
             codec: Codec::Pcmu,
             telephone_event: Some(101),
+            direction: Default::default(),
         };
         // 2.5 frames: three packets, the last filled with silence.
         rtp.sender().play(vec![1000; 400], &remote).await;
@@ -354,6 +373,7 @@ mod tests {
             addr: in_sdp.local_addr().unwrap(),
             codec: Codec::Pcmu,
             telephone_event: Some(101),
+            direction: Default::default(),
         };
         let (tones, mut received) = mpsc::unbounded_channel();
         rtp.listen(&remote, move |tone| {

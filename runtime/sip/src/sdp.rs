@@ -36,6 +36,52 @@ impl Codec {
 /// The payload type we offer for RFC 4733 telephone events.
 pub const TELEPHONE_EVENT: u8 = 101;
 
+/// Which ways audio flows, as an SDP attribute says it (RFC 3264).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaDirection {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl MediaDirection {
+    fn from_attribute(attribute: &str) -> Option<MediaDirection> {
+        Some(match attribute {
+            "sendrecv" => MediaDirection::SendRecv,
+            "sendonly" => MediaDirection::SendOnly,
+            "recvonly" => MediaDirection::RecvOnly,
+            "inactive" => MediaDirection::Inactive,
+            _ => return None,
+        })
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            MediaDirection::SendRecv => "sendrecv",
+            MediaDirection::SendOnly => "sendonly",
+            MediaDirection::RecvOnly => "recvonly",
+            MediaDirection::Inactive => "inactive",
+        }
+    }
+
+    /// The direction that answers this one.
+    pub fn answer(self) -> MediaDirection {
+        match self {
+            MediaDirection::SendOnly => MediaDirection::RecvOnly,
+            MediaDirection::RecvOnly => MediaDirection::SendOnly,
+            direction => direction,
+        }
+    }
+
+    /// Whether the far end, offering this, takes no audio from us: the
+    /// call is on hold.
+    pub fn holds(self) -> bool {
+        matches!(self, MediaDirection::SendOnly | MediaDirection::Inactive)
+    }
+}
+
 /// The far end's audio, from its offer or answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAudio {
@@ -45,6 +91,8 @@ pub struct RemoteAudio {
     pub codec: Codec,
     /// Its payload type for telephone events, when it takes them.
     pub telephone_event: Option<u8>,
+    /// Which ways it wants audio to flow.
+    pub direction: MediaDirection,
 }
 
 /// Reads the first audio stream of an SDP body.
@@ -54,7 +102,21 @@ pub fn parse(body: &[u8]) -> Result<RemoteAudio, String> {
     let mut media_ip = None;
     let mut audio: Option<(u16, Vec<u8>)> = None;
     let mut telephone_event = None;
+    let mut session_direction = None;
+    let mut media_direction = None;
     for line in text.lines().map(str::trim) {
+        if let Some(direction) = line
+            .strip_prefix("a=")
+            .and_then(MediaDirection::from_attribute)
+        {
+            // Before the first m= line it is the session's; after, the
+            // stream's, which wins.
+            match audio {
+                Some(_) => media_direction = media_direction.or(Some(direction)),
+                None => session_direction = Some(direction),
+            }
+            continue;
+        }
         if let Some(connection) = line.strip_prefix("c=") {
             let ip = parse_connection(connection)?;
             // A c= line after the audio m= line belongs to that stream.
@@ -99,6 +161,7 @@ pub fn parse(body: &[u8]) -> Result<RemoteAudio, String> {
         addr: SocketAddr::new(ip, port),
         codec,
         telephone_event: telephone_event.filter(|pt| payload_types.contains(pt)),
+        direction: media_direction.or(session_direction).unwrap_or_default(),
     })
 }
 
@@ -111,8 +174,13 @@ fn parse_connection(connection: &str) -> Result<IpAddr, String> {
 }
 
 /// Our description: audio at `addr`, the `codecs` in order of preference,
-/// and telephone events (RFC 4733) at `telephone_event`.
-pub fn describe(addr: SocketAddr, codecs: &[Codec], telephone_event: u8) -> Vec<u8> {
+/// telephone events (RFC 4733) at `telephone_event`, flowing `direction`.
+pub fn describe(
+    addr: SocketAddr,
+    codecs: &[Codec],
+    telephone_event: u8,
+    direction: MediaDirection,
+) -> Vec<u8> {
     let family = if addr.is_ipv4() { "IP4" } else { "IP6" };
     let ip = addr.ip();
     let session = rand_u32();
@@ -136,7 +204,8 @@ pub fn describe(addr: SocketAddr, codecs: &[Codec], telephone_event: u8) -> Vec<
     }
     sdp += &format!(
         "a=rtpmap:{telephone_event} telephone-event/8000\r\na=fmtp:{telephone_event} 0-15\r\n\
-         a=ptime:20\r\na=sendrecv\r\n"
+         a=ptime:20\r\na={}\r\n",
+        direction.attribute()
     );
     sdp.into_bytes()
 }
@@ -184,10 +253,34 @@ mod tests {
     #[test]
     fn our_description_parses_back() {
         let addr = "192.0.2.7:40000".parse().unwrap();
-        let sdp = describe(addr, &[Codec::Pcmu, Codec::Pcma], TELEPHONE_EVENT);
+        let sdp = describe(
+            addr,
+            &[Codec::Pcmu, Codec::Pcma],
+            TELEPHONE_EVENT,
+            MediaDirection::RecvOnly,
+        );
         let audio = parse(&sdp).unwrap();
         assert_eq!(audio.addr, addr);
         assert_eq!(audio.codec, Codec::Pcmu);
         assert_eq!(audio.telephone_event, Some(TELEPHONE_EVENT));
+        assert_eq!(audio.direction, MediaDirection::RecvOnly);
+    }
+
+    #[test]
+    fn a_hold_offer_says_so_and_the_stream_s_direction_wins() {
+        let hold = format!("{SIPP_OFFER}a=sendonly\r\n");
+        let direction = parse(hold.as_bytes()).unwrap().direction;
+        assert!(direction.holds());
+        assert_eq!(direction.answer(), MediaDirection::RecvOnly);
+        let session_level = "v=0\r\nc=IN IP4 10.0.0.1\r\na=inactive\r\nm=audio 7000 RTP/AVP 0\r\n";
+        assert_eq!(
+            parse(session_level.as_bytes()).unwrap().direction,
+            MediaDirection::Inactive
+        );
+        let both =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\na=inactive\r\nm=audio 7000 RTP/AVP 0\r\na=sendrecv\r\n";
+        let direction = parse(both.as_bytes()).unwrap().direction;
+        assert_eq!(direction, MediaDirection::SendRecv);
+        assert!(!direction.holds());
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::SipEndpoint;
 use super::call::{Direction, SipCall};
-use super::sdp::{self, Codec, TELEPHONE_EVENT};
+use super::sdp::{self, Codec, MediaDirection, TELEPHONE_EVENT};
 use sessionbox_host::telephony::{CallContext, CallLink, DialRequest, Dialer};
 
 /// Where outbound calls go.
@@ -98,6 +98,7 @@ impl Dialer for TrunkDialer {
             rtp.advertised(),
             &[Codec::Pcmu, Codec::Pcma],
             TELEPHONE_EVENT,
+            MediaDirection::SendRecv,
         );
         let credential = self.trunk.password.as_ref().map(|password| Credential {
             username: self
