@@ -6,12 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use sessionbox::keyvalue::sqlite::{DEFAULT_CACHE_BYTES, SqliteKeyValue};
 use sessionbox::keyvalue::{KeyValue, Quota, StorageError};
-use sessionbox::log::{LogContents, LogLine, LogSource};
 use sessionbox::server::history::{History, NewSession, SessionFilter};
 use sessionbox::server::postgres::Postgres;
 use sessionbox::server::postgres::keyvalue::PgKeyValue;
-use sessionbox::session::{FinishReason, SessionRecord, TerminateCauseName};
 
+use crate::support::history::{new_session, record};
 use crate::support::postgres;
 
 /// Where a test keeps its history or storage.
@@ -66,45 +65,6 @@ impl Backend {
             }
         }
     }
-}
-
-fn new_session(id: &str, node: &str, app: &str, started_at: SystemTime) -> NewSession {
-    NewSession {
-        id: id.into(),
-        node: node.into(),
-        tenant: "t".into(),
-        app: app.into(),
-        scenario_sha256: "00".into(),
-        access_secret_sha256: "11".into(),
-        started_at,
-    }
-}
-
-fn record(id: &str, lines: &[&str]) -> Arc<SessionRecord> {
-    Arc::new(SessionRecord {
-        id: id.into(),
-        scenario: "a".into(),
-        started_at: SystemTime::now(),
-        ended_at: SystemTime::now(),
-        finish_reason: FinishReason::Terminated {
-            cause: TerminateCauseName::Host,
-        },
-        events: Default::default(),
-        capabilities: Default::default(),
-        cpu: Default::default(),
-        log: LogContents {
-            lines: lines
-                .iter()
-                .enumerate()
-                .map(|(n, text)| LogLine {
-                    at_ms: n as u64,
-                    source: LogSource::Scenario,
-                    text: (*text).into(),
-                })
-                .collect(),
-            dropped_lines: 0,
-        },
-    })
 }
 
 async fn started(history: &History, session: NewSession) {
@@ -223,6 +183,34 @@ async fn a_reopened_history_marks_its_own_live_sessions_interrupted() {
                 mine.finish_detail
             );
         }
+        history.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_the_retention_is_dropped_when_a_node_opens_it() {
+    for backend in Backend::both() {
+        let name = backend.name();
+        let (history, _) = backend.history("n1").await;
+        let day = Duration::from_secs(24 * 3600);
+        for (id, age) in [("old", 31), ("recent", 29)] {
+            let session = new_session(id, "n1", "a", SystemTime::now() - day * age);
+            started(&history, session.clone()).await;
+            let (retired, retire) = tokio::sync::oneshot::channel();
+            let then = Box::new(move || {
+                let _ = retired.send(());
+            });
+            history.finished(session, record(id, &["a line"]), then);
+            retire.await.unwrap();
+        }
+        history.close();
+        drop(history);
+
+        // Opened again with 30 days' retention.
+        let (history, _) = backend.history("n1").await;
+        assert!(history.session("old").await.unwrap().is_none(), "{name}");
+        assert!(history.log("old").await.unwrap().is_empty(), "{name}");
+        assert!(history.session("recent").await.unwrap().is_some(), "{name}");
         history.close();
     }
 }

@@ -68,6 +68,25 @@ async fn node_of(url: &str, id: &str) -> String {
     text(&session, "node").to_owned()
 }
 
+/// One call from sipp through Kamailio, answered by whichever node it
+/// reaches; sipp checks that its INFO is echoed and its BYE answered, which
+/// only the node that answered the call does.
+async fn call_through_kamailio(cluster: &Cluster) {
+    let caller = Sipp::call(
+        "uac_info.xml",
+        cluster.sip.addr,
+        "answer",
+        Transport::Udp,
+        &[],
+    );
+    if let Err(failure) = caller.finish(Duration::from_secs(30)).await {
+        panic!(
+            "a call through Kamailio failed: {failure}\n{}",
+            cluster.sip.log()
+        );
+    }
+}
+
 /// A metric's value on a node (0 when it has no sample yet).
 async fn metric(url: &str, name: &str) -> f64 {
     let (_, text) = get(format!("{url}/metrics")).await;
@@ -204,28 +223,18 @@ async fn three_nodes_share_sessions_storage_and_calls_behind_haproxy_and_kamaili
         *counter_nodes.entry(node).or_insert(0) += 5;
         assert!(visits < 100, "the load balancer never reached every node");
     }
+    // Every node reads the one count.
     for node in &cluster.nodes {
         let (status, stored) = get(format!("{}/v1/apps/visits/storage/visits", node.url)).await;
         assert_eq!(status, StatusCode::OK, "{stored}");
+        assert_eq!(stored, json!(visits), "read on {}", node.id);
     }
 
     // Calls spread over the nodes through Kamailio, and each call's
     // in-dialog INFO and BYE reach the node that answered it (sipp checks
     // the INFO's echo; another node would answer 481).
     for _ in 0..6 {
-        let caller = Sipp::call(
-            "uac_info.xml",
-            cluster.sip.addr,
-            "answer",
-            Transport::Udp,
-            &[],
-        );
-        if let Err(failure) = caller.finish(Duration::from_secs(30)).await {
-            panic!(
-                "a call through Kamailio failed: {failure}\n{}",
-                cluster.sip.log()
-            );
-        }
+        call_through_kamailio(&cluster).await;
     }
     let (status, calls) = get(format!("{lb}/v1/sessions?app=probe")).await;
     assert_eq!(status, StatusCode::OK);
@@ -283,14 +292,7 @@ async fn a_lost_node_s_sessions_are_interrupted_and_a_drained_node_s_finish() {
         let node = node_of(&lb, text(&started, "session_id")).await;
         assert!(node == "n1" || node == "n2", "a new session on {node}");
     }
-    let caller = Sipp::call(
-        "uac_info.xml",
-        cluster.sip.addr,
-        "answer",
-        Transport::Udp,
-        &[],
-    );
-    caller.finish(Duration::from_secs(30)).await.unwrap();
+    call_through_kamailio(&cluster).await;
 
     // n2 drains: readiness and SIP OPTIONS answer 503, so neither HAProxy
     // nor Kamailio sends it anything new; a start that reaches it anyway

@@ -406,12 +406,14 @@ async fn a_call_put_on_hold_and_resumed_is_answered_in_kind() {
     );
 }
 
-#[tokio::test]
-async fn a_say_that_cannot_be_spoken_is_reported_and_the_call_goes_on() {
+/// Calls `number` (play or say) with `prompt` as its X-Prompt, one that
+/// cannot be played: the call goes on, playback-finished still comes, and
+/// the session log says why, starting with `why`.
+async fn an_unplayable_prompt_is_reported(number: &str, prompt: &str, why: &str) {
     let mut node = node(None).await;
-    let keys = [("prompt_url", "word".repeat(1_250))];
+    let keys = [("prompt_url", prompt.to_owned())];
     let record = node
-        .call_with("uac_play.xml", "say", Transport::Udp, &keys)
+        .call_with("uac_play.xml", number, Transport::Udp, &keys)
         .await;
     assert_eq!(
         scenario_lines(&record)[2..],
@@ -419,33 +421,23 @@ async fn a_say_that_cannot_be_spoken_is_reported_and_the_call_goes_on() {
     );
     let notes = lines(&record, LogSource::Host);
     assert!(
-        notes
-            .iter()
-            .any(|note| note.starts_with("call 1: say: the text is 5000 bytes")),
+        notes.iter().any(|note| note.starts_with(why)),
         "the log says why: {notes:?}"
     );
 }
 
 #[tokio::test]
+async fn a_say_that_cannot_be_spoken_is_reported_and_the_call_goes_on() {
+    let text = "word".repeat(1_250);
+    an_unplayable_prompt_is_reported("say", &text, "call 1: say: the text is 5000 bytes").await;
+}
+
+#[tokio::test]
 async fn a_prompt_that_cannot_be_played_is_reported_and_the_call_goes_on() {
-    let mut node = node(None).await;
     // Port 9 (discard) on loopback: nothing listens there.
     let prompt = "http://127.0.0.1:9/welcome.wav";
-    let keys = [("prompt_url", prompt.to_owned())];
-    let record = node
-        .call_with("uac_play.xml", "play", Transport::Udp, &keys)
-        .await;
-    assert_eq!(
-        scenario_lines(&record)[2..],
-        ["connected 1", "playback-finished 1", "disconnected 1"],
-    );
-    let notes = lines(&record, LogSource::Host);
-    assert!(
-        notes
-            .iter()
-            .any(|note| note.starts_with(&format!("call 1: play: GET {prompt}: "))),
-        "the log says why: {notes:?}"
-    );
+    let why = format!("call 1: play: GET {prompt}: ");
+    an_unplayable_prompt_is_reported("play", prompt, &why).await;
 }
 
 /// Starts a session that dials `number` through a trunk that is `callee`

@@ -27,10 +27,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sessionbox::log::{LogContents, LogLine, LogSource};
 use sessionbox::server::history::{History, NewSession};
 use sessionbox::server::postgres::Postgres;
-use sessionbox::session::{FinishReason, SessionRecord, TerminateCauseName};
+use support::history::{new_session, record};
 use support::nodes::{Cluster, KEY};
 
 fn main() {
@@ -87,15 +86,7 @@ async fn history_writes(smoke: bool) {
 async fn write_sessions(history: &History, count: usize) -> f64 {
     let began = Instant::now();
     let sessions: Vec<NewSession> = (0..count)
-        .map(|n| NewSession {
-            id: format!("{n:032x}"),
-            node: "n1".into(),
-            tenant: "t".into(),
-            app: "a".into(),
-            scenario_sha256: "00".into(),
-            access_secret_sha256: "11".into(),
-            started_at: SystemTime::now(),
-        })
+        .map(|n| new_session(&format!("{n:032x}"), "n1", "a", SystemTime::now()))
         .collect();
     for chunk in sessions.chunks(64) {
         let commits: Vec<_> = chunk
@@ -107,7 +98,7 @@ async fn write_sessions(history: &History, count: usize) -> f64 {
         }
     }
     for session in sessions {
-        let record = record(&session.id);
+        let record = record(&session.id, &LOG);
         history.finished(session, record, Box::new(|| {}));
     }
     history.flush();
@@ -129,30 +120,8 @@ async fn start(client: &reqwest::Client, url: &str, body: &'static str) -> serde
         .unwrap()
 }
 
-fn record(id: &str) -> Arc<SessionRecord> {
-    Arc::new(SessionRecord {
-        id: id.into(),
-        scenario: "a".into(),
-        started_at: SystemTime::now(),
-        ended_at: SystemTime::now(),
-        finish_reason: FinishReason::Terminated {
-            cause: TerminateCauseName::Terminate,
-        },
-        events: Default::default(),
-        capabilities: Default::default(),
-        cpu: Default::default(),
-        log: LogContents {
-            lines: (0..10)
-                .map(|n| LogLine {
-                    at_ms: n,
-                    source: LogSource::Scenario,
-                    text: format!("line {n} of the session's log"),
-                })
-                .collect(),
-            dropped_lines: 0,
-        },
-    })
-}
+/// A finished session's log, as the history writes it.
+const LOG: [&str; 10] = ["a line of the session's log"; 10];
 
 /// CPU time (user and system) of a process so far.
 fn cpu_time(pid: u32) -> Duration {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
@@ -125,12 +125,16 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
 
 /// Sends an action on a session to the node it lives on, when that is
 /// another (once: a forwarded request is answered where it lands).
-async fn to_owner(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+async fn to_owner(
+    State(server): State<Arc<Server>>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(cluster) = &server.cluster else {
         return next.run(request).await;
     };
-    // `/v1/sessions/{id}/...`
-    let id = request.uri().path().split('/').nth(3).unwrap_or_default();
+    let id = params.get("id").map_or("", String::as_str);
     if cluster.is_forwarded(request.headers()) || server.live.handle(id).is_some() {
         return next.run(request).await;
     }

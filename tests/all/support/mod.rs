@@ -207,6 +207,7 @@ pub fn flite_samples(text: &str) -> usize {
 }
 
 pub mod haproxy;
+pub mod history;
 pub mod kamailio;
 pub mod nodes;
 pub mod origin;

@@ -128,6 +128,18 @@ pub fn incremented(key: &str, current: Option<&[u8]>, delta: i64) -> Result<i64,
         })
 }
 
+/// Now, as storage expiry times are kept: unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When a key set at `now` with `ttl` expires (never without one).
+pub fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|ttl| now + ttl.as_millis() as i64)
+}
+
 /// Why a backend did not do an operation. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageError {

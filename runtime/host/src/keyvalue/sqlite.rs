@@ -17,13 +17,15 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{KeyPage, KeyValue, Pending, Quota, StorageError, Usage, incremented, room};
+use super::{
+    KeyPage, KeyValue, Pending, Quota, StorageError, Usage, expires_at, incremented, now_ms, room,
+};
 use crate::metrics::{AppLabels, Metrics};
 use crate::sync::MutexExt;
 
@@ -471,7 +473,6 @@ impl Learned {
 }
 
 fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Applied> {
-    let expiry = |ttl: &Option<Duration>| ttl.map(|ttl| now + ttl.as_millis() as i64);
     Ok(match op {
         Op::Get { key } => {
             let old = row(db, app, key)?;
@@ -489,7 +490,7 @@ fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Appl
             let write = Write {
                 key,
                 value,
-                expires_at_ms: expiry(ttl),
+                expires_at_ms: expires_at(now, *ttl),
             };
             let (written, learned) = write.apply(db, app, old, *quota, now)?;
             (written.map(|()| Answer::Done), learned)
@@ -534,7 +535,7 @@ fn apply(db: &Connection, app: &str, op: &Op, now: i64) -> rusqlite::Result<Appl
                 let write = Write {
                     key,
                     value,
-                    expires_at_ms: expiry(ttl),
+                    expires_at_ms: expires_at(now, *ttl),
                 };
                 let (written, learned) = write.apply(db, app, old, *quota, now)?;
                 (written.map(|()| Answer::Bool(true)), learned)
@@ -659,12 +660,6 @@ fn usage_row(db: &Connection, app: &str) -> rusqlite::Result<Usage> {
         })
         .optional()?;
     Ok(used.unwrap_or_default())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Values as the database holds them, per app then key; absent keys too.

@@ -25,8 +25,8 @@ use crate::history::{
 
 impl History {
     /// Opens the history in PostgreSQL for node `node`: marks the sessions
-    /// this node had live when it last stopped as `interrupted`, and starts
-    /// the writer. Returns how many sessions were marked.
+    /// this node had live when it last stopped as `interrupted`, drops
+    /// history older than `retention_days`, and starts the writer. Returns how many sessions were marked.
     pub async fn postgres(
         postgres: Arc<Postgres>,
         node: &str,
@@ -44,6 +44,10 @@ impl History {
             )
             .await
             .with_context(|| format!("the session history in {}", postgres.shown()))?;
+        // As SQLite's does at open; the writer does it every hour.
+        expire(&client, retention_days)
+            .await
+            .with_context(|| format!("expiring the session history in {}", postgres.shown()))?;
         drop(client);
         let sink = PgSink {
             runtime: tokio::runtime::Builder::new_current_thread()
@@ -51,8 +55,6 @@ impl History {
                 .build()?,
             config: postgres.config().clone(),
             client: None,
-            #[cfg(test)]
-            refuse: false,
         };
         let writes = Writes::start(sink, retention_days, metrics)?;
         Ok((
@@ -159,9 +161,6 @@ struct PgSink {
     config: tokio_postgres::Config,
     /// Connected on first use, and again after the connection is lost.
     client: Option<Client>,
-    /// Tests: every transaction is read-only, so every write fails.
-    #[cfg(test)]
-    refuse: bool,
 }
 
 impl PgSink {
@@ -183,15 +182,8 @@ impl PgSink {
 impl Sink for PgSink {
     fn apply(&mut self, batch: &[Write]) -> Result<()> {
         let rows = Rows::of(batch)?;
-        #[cfg(test)]
-        let refuse = self.refuse;
-        #[cfg(not(test))]
-        let refuse = false;
         self.with_client(async |client| {
             let tx = client.transaction().await?;
-            if refuse {
-                tx.batch_execute("SET TRANSACTION READ ONLY").await?;
-            }
             rows.write(&tx).await?;
             tx.commit().await
         })
@@ -212,29 +204,27 @@ impl Sink for PgSink {
     }
 
     fn expire(&mut self, retention_days: u32) -> Result<()> {
-        let horizon = retention_horizon_ms(retention_days) as i64;
-        self.with_client(async |client| {
-            client
-                .execute(
-                    "DELETE FROM log_lines WHERE session_id IN
-                         (SELECT id FROM sessions WHERE started_at_ms < $1 AND state != 'live')",
-                    &[&horizon],
-                )
-                .await?;
-            client
-                .execute(
-                    "DELETE FROM sessions WHERE started_at_ms < $1 AND state != 'live'",
-                    &[&horizon],
-                )
-                .await
-        })?;
+        self.with_client(async |client| expire(client, retention_days).await)?;
         Ok(())
     }
+}
 
-    #[cfg(test)]
-    fn refuse_writes(&mut self, refuse: bool) {
-        self.refuse = refuse;
-    }
+/// Drops finished sessions (and their logs) older than the retention.
+async fn expire(client: &Client, retention_days: u32) -> Result<u64, tokio_postgres::Error> {
+    let horizon = retention_horizon_ms(retention_days) as i64;
+    client
+        .execute(
+            "DELETE FROM log_lines WHERE session_id IN
+                 (SELECT id FROM sessions WHERE started_at_ms < $1 AND state != 'live')",
+            &[&horizon],
+        )
+        .await?;
+    client
+        .execute(
+            "DELETE FROM sessions WHERE started_at_ms < $1 AND state != 'live'",
+            &[&horizon],
+        )
+        .await
 }
 
 /// A batch as columns: one array per column, one statement per kind of

@@ -8,14 +8,14 @@
 //! Nothing is cached: another node may write any key at any moment.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use sessionbox_host::keyvalue::{
-    KeyPage, KeyValue, Pending, Quota, StorageError, Usage, incremented, room,
+    KeyPage, KeyValue, Pending, Quota, StorageError, Usage, expires_at, incremented, now_ms, room,
 };
 
 use super::Postgres;
@@ -220,16 +220,6 @@ fn failure(error: tokio_postgres::Error) -> StorageError {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn expiry(ttl: Option<Duration>) -> Option<i64> {
-    ttl.map(|ttl| now_ms() + ttl.as_millis() as i64)
-}
-
 impl KeyValue for PgKeyValue {
     fn get(&self, app: &str, key: &str) -> Pending<Option<Vec<u8>>> {
         let (store, app, key) = (Arc::clone(&self.postgres), app.to_owned(), key.to_owned());
@@ -260,7 +250,7 @@ impl KeyValue for PgKeyValue {
             write(&store, &app, &key, quota, |_| {
                 Ok(Decision::Write {
                     value,
-                    expires_at_ms: expiry(ttl),
+                    expires_at_ms: expires_at(now_ms(), ttl),
                     answer: (),
                 })
             })
@@ -321,7 +311,7 @@ impl KeyValue for PgKeyValue {
                 }
                 Ok(Decision::Write {
                     value,
-                    expires_at_ms: expiry(ttl),
+                    expires_at_ms: expires_at(now_ms(), ttl),
                     answer: true,
                 })
             })
