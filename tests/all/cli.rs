@@ -7,9 +7,14 @@ use crate::support::*;
 use sessionbox::cache::{CacheStats, ComponentCache};
 use sessionbox::{EngineConfig, Limits, Runtime};
 
+/// Runs the command with a data directory of its own: `run` keeps its
+/// storage there, and that database takes one process at a time, so runs
+/// sharing the user's would lock each other out.
 fn sessionbox(args: &[&str]) -> Output {
+    let data_home = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_sessionbox"))
         .args(args)
+        .env("XDG_DATA_HOME", data_home.path())
         .env_remove("RUST_LOG")
         .output()
         .expect("running sessionbox")
