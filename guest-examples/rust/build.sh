@@ -18,7 +18,7 @@ export CARGO_TARGET_DIR=${SESSIONBOX_GUEST_TARGET:-$HOME/.cache/sessionbox/guest
 # workspace directory, then the components it produces (cargo's file names
 # use underscores; ours use dashes).
 workspaces=(
-  "$here:hello call-handler remote-control farewell visit-counter ivr-menu webhook kv-probe"
+  "$here:hello call-handler remote-control farewell visit-counter ivr-menu call-centre webhook kv-probe"
   "$root/tests/guests:phase-probe bench-echo bench-storage fetcher sip-probe"
 )
 

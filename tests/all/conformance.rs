@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::*;
-use sessionbox::bindings::Message;
+use sessionbox::bindings::{CallId, Message};
 use sessionbox::capabilities::AppState;
 use sessionbox::capabilities::storage::AppStorage;
 use sessionbox::capabilities::variables::{Variable, Variables};
@@ -67,6 +67,9 @@ macro_rules! checks_of {
     (webhook) => {
         checks!(webhook_posts_with_its_secret_token_and_never_logs_it);
     };
+    (call_centre) => {
+        checks!(call_centre_connects_the_caller_to_an_agent);
+    };
     (kv_probe) => {
         checks!(
             storage_counts_every_increment_of_two_sessions,
@@ -90,9 +93,10 @@ macro_rules! checks {
 }
 
 languages! {
-    rust: "target/guests", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
-    // Built for the 0.1.0 world, run by today's host.
+    rust: "target/guests", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook, call_centre];
+    // Built for earlier worlds, run by today's host.
     rust_v0_1: "tests/guests/v0.1.0", 16 MiB, [hello, call_handler, farewell];
+    rust_v0_2: "tests/guests/v0.2.0", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
     js: "target/guests/js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
     python: "target/guests/python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
     c: "target/guests/c", 16 MiB, [hello, call_handler, remote_control, kv_probe, visit_counter, ivr_menu, webhook];
@@ -728,6 +732,68 @@ async fn ivr_menu_reads_its_prompts_from_storage(language: &Language) {
     assert_eq!(uses["storage"], 2, "`menu`, then `menu/1`: {uses:?}");
     assert_eq!(uses["calls"], 4, "answer, say, say, hangup: {uses:?}");
     assert_eq!(record.capabilities.refused("storage"), 0);
+}
+
+/// The everyday flow: a menu, a key, an agent dialed and connected; hold
+/// and resume reach the scenario (`media-events`, 0.3.0).
+async fn call_centre_connects_the_caller_to_an_agent(language: &Language) {
+    let (runtime, scenario) = language.load("call-centre", Limits::default());
+    let mut watched = start(runtime, &scenario, "").await;
+    let caller = watched
+        .session
+        .incoming_call(IncomingCall::default())
+        .unwrap();
+    watched.until_event("CallPlaybackFinished").await;
+    watched.session.remote_hold(caller, true).unwrap();
+    watched.until_event("CallHeld").await;
+    watched.session.remote_hold(caller, false).unwrap();
+    watched.until_event("CallResumed").await;
+    watched.session.remote_tone(caller, "1").unwrap();
+    // Calls are answered in process here: the agent connects at once.
+    watched.until_event("CallConnected").await;
+    watched.session.remote_hangup(caller).unwrap();
+    let record = watched.finished().await;
+    assert_eq!(
+        watched.seen,
+        [
+            "Started",
+            "CallAlerting",
+            "CallConnected",
+            "CallPlaybackFinished",
+            "CallHeld",
+            "CallResumed",
+            "CallToneReceived",
+            "CallPlaybackFinished",
+            "CallConnected",
+            // The caller's; the agent's call ends with the session.
+            "CallDisconnected",
+            "Terminating",
+            "Terminated",
+        ]
+    );
+    assert_eq!(
+        lines(&record, LogSource::Scenario),
+        [
+            format!("call {caller} is on hold"),
+            format!("call {caller} is off hold"),
+            "dialing sales".into(),
+            "caller and agent connected".into(),
+        ]
+    );
+    let uses = &record.capabilities.uses;
+    assert_eq!(
+        uses["calls"], 6,
+        "answer, say the menu, say 'connecting', dial, connect, hang up the agent: {uses:?}"
+    );
+    assert_eq!(record.capabilities.refused("calls"), 0);
+    let host = lines(&record, LogSource::Host);
+    let agent = CallId::MAX;
+    for said in [
+        format!("calls {caller} and {agent} are connected"),
+        format!("calls {caller} and {agent} are no longer connected"),
+    ] {
+        assert!(host.contains(&said.as_str()), "{said:?} in {host:?}");
+    }
 }
 
 async fn webhook_posts_with_its_secret_token_and_never_logs_it(language: &Language) {

@@ -37,6 +37,11 @@ struct Node {
 
 /// `trunk`: the inside of the `sip.trunk` table, or nothing for no trunk.
 async fn node(trunk: Option<String>) -> Node {
+    node_running("sip-probe", trunk).await
+}
+
+/// The same with the guest `guest` as the app.
+async fn node_running(guest: &str, trunk: Option<String>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let trunk = trunk
         .map(|fields| format!("trunk = {{ {fields} }}"))
@@ -60,7 +65,7 @@ async fn node(trunk: Option<String>) -> Node {
         {trunk}
         "#,
         db = dir.path().join("history.db").display(),
-        probe = guest_path("sip-probe").display(),
+        probe = guest_path(guest).display(),
     ))
     .unwrap();
     let serving = InProcess::start(config).await;
@@ -561,5 +566,174 @@ async fn an_offer_with_ipv6_audio_to_an_ipv4_node_gets_488_and_no_session() {
     assert!(
         metrics.contains("sessionbox_sessions_started_total 0"),
         "no session started: {metrics}"
+    );
+}
+
+/// An RTP packet.
+fn rtp(payload_type: u8, marker: bool, sequence: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x80, payload_type | if marker { 0x80 } else { 0 }];
+    packet.extend_from_slice(&sequence.to_be_bytes());
+    packet.extend_from_slice(&timestamp.to_be_bytes());
+    packet.extend_from_slice(&0x5EB0_u32.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// An RFC 4733 packet: the end of a press of `key`.
+fn key_press(payload_type: u8, sequence: u16, timestamp: u32, key: u8) -> Vec<u8> {
+    rtp(
+        payload_type,
+        false,
+        sequence,
+        timestamp,
+        &[key, 0x8A, 0x03, 0x20],
+    )
+}
+
+/// Sends 20 ms packets of `payload` (`payload_type`) from `from` to `to`
+/// until `until` is done; returns what it resolved to.
+async fn talk_until<T>(
+    from: &UdpSocket,
+    to: SocketAddr,
+    payload_type: u8,
+    payload: &[u8],
+    until: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(until);
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    for index in 0u16.. {
+        tokio::select! {
+            done = &mut until => return done,
+            _ = ticks.tick() => {
+                let packet = rtp(payload_type, index == 0, index, 160 * u32::from(index), payload);
+                from.send_to(&packet, to).await.unwrap();
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// The next packet on `socket` that satisfies `wanted`, with its sender.
+async fn receive_until(
+    what: &str,
+    socket: &UdpSocket,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, SocketAddr) {
+    let mut buffer = [0u8; 1500];
+    loop {
+        let (length, from) = tokio::time::timeout(PATIENCE, socket.recv_from(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} in time"))
+            .unwrap();
+        if wanted(&buffer[..length]) {
+            return (buffer[..length].to_vec(), from);
+        }
+    }
+}
+
+fn payload_type(packet: &[u8]) -> u8 {
+    packet[1] & 0x7F
+}
+
+fn timestamp(packet: &[u8]) -> u32 {
+    u32::from_be_bytes(packet[4..8].try_into().unwrap())
+}
+
+#[tokio::test]
+async fn the_call_centre_connects_its_caller_to_the_agent_it_dials() {
+    // Each phone's media is a socket of the test: sipp does the signalling.
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let agent_port = agent.local_addr().unwrap().port().to_string();
+    // The agent answers PCMA only, its key presses as payload type 96.
+    let agent_sipp = Sipp::answer_with("uas_agent.xml", 0, &[("rtp_port", agent_port)]);
+    let trunk = format!("address = \"{}\"", agent_sipp.local_addr());
+    let mut node = node_running("call-centre", Some(trunk)).await;
+    let keys = [
+        ("rtp_port", caller.local_addr().unwrap().port().to_string()),
+        ("prompt_url", "-".to_owned()),
+    ];
+    // The caller offers PCMU first, and gets it; telephone events are 101.
+    let caller_sipp = Sipp::call("uac_play.xml", node.sip, "centre", Transport::Udp, &keys);
+
+    // The menu plays; the caller presses 1.
+    let (menu, node_caller_side) = receive_until("menu", &caller, |p| payload_type(p) == 0).await;
+    assert!(menu[1] & 0x80 != 0, "the menu starts a talkspurt");
+    for sequence in 0..3 {
+        let press = key_press(101, sequence, 8000, 1);
+        caller.send_to(&press, node_caller_side).await.unwrap();
+    }
+
+    // The caller talks (a loud μ-law square wave) until the agent hears
+    // it: as A-law, on the agent's own stream, in the caller's timing.
+    let square_ulaw: Vec<u8> = [0x80, 0x00].repeat(80);
+    let square_alaw: Vec<u8> = [0xAA, 0x2A].repeat(80);
+    let heard = async {
+        let audio = |p: &[u8]| payload_type(p) == 8;
+        let first = receive_until("caller's audio at the agent", &agent, audio).await;
+        (first, receive_until("more of it", &agent, audio).await.0)
+    };
+    let ((first, node_agent_side), second) =
+        talk_until(&caller, node_caller_side, 0, &square_ulaw, heard).await;
+    assert_eq!(first[12..], square_alaw[..], "transcoded PCMU to PCMA");
+    assert!(
+        first[1] & 0x80 != 0,
+        "the relay starts a talkspurt on the agent's stream"
+    );
+    assert_eq!(timestamp(&second), timestamp(&first).wrapping_add(160));
+    assert_eq!(first[8..12], second[8..12], "one stream to the agent");
+
+    // The agent talks back: the caller hears it (once the "connecting"
+    // prompt is over) as μ-law; then the agent presses 4, which the caller
+    // gets as its own telephone event type.
+    let back = receive_until("the agent's audio at the caller", &caller, |p| {
+        payload_type(p) == 0 && p[12..] == square_ulaw[..]
+    });
+    talk_until(&agent, node_agent_side, 8, &square_alaw, back).await;
+    agent
+        .send_to(&key_press(96, 500, 90_000, 4), node_agent_side)
+        .await
+        .unwrap();
+    let (event, _) = receive_until("the agent's key", &caller, |p| payload_type(p) != 0).await;
+    assert_eq!(
+        (payload_type(&event), event[12]),
+        (101, 4),
+        "PT 96 became the caller's 101"
+    );
+
+    // Ending the session ends both calls: each sipp gets its BYE.
+    let session = {
+        let list: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/v1/sessions", node.serving.url))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["sessions"][0]["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ended = reqwest::Client::new()
+        .delete(format!("{}/v1/sessions/{session}", node.serving.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    for (who, sipp) in [("caller", caller_sipp), ("agent", agent_sipp)] {
+        if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
+            panic!("sipp as the {who}: {failure}");
+        }
+    }
+    let record = node.next_record().await;
+    let log = scenario_lines(&record);
+    assert_eq!(
+        log,
+        ["dialing sales", "caller and agent connected"],
+        "{log:?}"
     );
 }

@@ -210,7 +210,7 @@ async fn bare_density(guest: &[u8], n: usize) -> Row {
             Bare::started(&mut store, &instance).await;
             store.set_epoch_deadline(DEADLINE_TICKS);
             let response = instance
-                .sessionbox_scenario_app_events()
+                .sessionbox_scenario0_2_0_app_events()
                 .call_http_request(&mut store, &echo_request())
                 .await
                 .unwrap();

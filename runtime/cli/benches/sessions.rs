@@ -320,7 +320,7 @@ impl Bare {
             async move {
                 let (mut store, instance, log_lines) = this.open().await;
                 Bare::started(&mut store, &instance).await;
-                let events = instance.sessionbox_scenario_app_events();
+                let events = instance.sessionbox_scenario0_2_0_app_events();
                 store.set_epoch_deadline(DEADLINE_TICKS);
                 events.call_terminating(&mut store).await.unwrap();
                 store.set_epoch_deadline(DEADLINE_TICKS);
@@ -344,7 +344,7 @@ impl Bare {
             tasks.spawn(async move {
                 let (mut store, instance, _) = this.open().await;
                 opened.wait().await;
-                let app = instance.sessionbox_scenario_app_events();
+                let app = instance.sessionbox_scenario0_2_0_app_events();
                 for _ in 0..share {
                     store.set_epoch_deadline(DEADLINE_TICKS);
                     let response = app.call_http_request(&mut store, &request).await.unwrap();

@@ -1,6 +1,8 @@
-//! Host bindings for the current `scenario` world in `wit/` (0.2.0), and
-//! the host side of the guest's resources. Components built for the
-//! earlier world keep running through [`v0_1`].
+//! Host bindings for the current `scenario` world in `wit/` (0.3.0, which
+//! includes 0.2.0 whole), and the host side of the guest's resources.
+//! Components built for 0.2.0 run on the same bindings (they export
+//! `app-events` and not `media-events`); those built for 0.1.0 keep running
+//! through [`v0_1`].
 //!
 //! Imports are trappable, so a host function can end a guest that misuses a
 //! handle, and synchronous (every host function answers at once; anything
@@ -26,12 +28,16 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::exports::sessionbox::scenario::app_events::{
+/// The interfaces 0.3.0 takes from 0.2.0, by the names the capabilities use.
+pub use self::sessionbox::scenario0_2_0 as scenario;
+pub use self::sessionbox::scenario0_3_0::media;
+
+pub use self::exports::sessionbox::scenario0_2_0::app_events::{
     CallAlertingEvent, HttpRequestEvent, HttpResponse, StartedEvent, WebsocketEvent,
     WebsocketFailedEvent,
 };
-pub use self::sessionbox::scenario::types::{Capability, Header, Phase, Refusal, RefusalKind};
-pub use self::sessionbox::scenario::websockets::Message;
+pub use self::scenario::types::{Capability, Header, Phase, Refusal, RefusalKind};
+pub use self::scenario::websockets::Message;
 
 /// Names a call within its session.
 pub type CallId = u32;

@@ -5,7 +5,8 @@
 
 use wasmtime::AsContextMut;
 
-use crate::bindings::exports::sessionbox::scenario::app_events::Guest;
+use crate::bindings::exports::sessionbox::scenario0_2_0::app_events::Guest;
+use crate::bindings::exports::sessionbox::scenario0_3_0::media_events::Guest as MediaGuest;
 use crate::bindings::v0_1::ToV0_1;
 use crate::bindings::v0_1::exports::sessionbox::scenario::app_events::Guest as GuestV0_1;
 use crate::bindings::{
@@ -14,19 +15,21 @@ use crate::bindings::{
 };
 use crate::scenario::Instance;
 
-/// A scenario's `app-events`, in the world version it was built for.
+/// A scenario's `app-events`, in the world version it was built for, and
+/// its `media-events` if it was built for 0.3.0.
 #[derive(Clone, Copy)]
 pub enum AppEvents<'a> {
-    Current(&'a Guest),
+    Current(&'a Guest, Option<&'a MediaGuest>),
     V0_1(&'a GuestV0_1),
 }
 
 impl<'a> AppEvents<'a> {
     pub(crate) fn of(instance: &'a Instance) -> Self {
         match instance {
-            Instance::Current(scenario) => {
-                AppEvents::Current(scenario.sessionbox_scenario_app_events())
-            }
+            Instance::Current {
+                app_events,
+                media_events,
+            } => AppEvents::Current(app_events, media_events.as_ref()),
             Instance::V0_1(scenario) => AppEvents::V0_1(scenario.sessionbox_scenario_app_events()),
         }
     }
@@ -42,7 +45,7 @@ impl<'a> AppEvents<'a> {
         S::Data: Send,
     {
         match self {
-            AppEvents::Current(guest) => guest.call_http_request(store, request).await,
+            AppEvents::Current(guest, _) => guest.call_http_request(store, request).await,
             AppEvents::V0_1(guest) => {
                 let request = request.to_v0_1();
                 Ok(guest.call_http_request(store, &request).await?.into())
@@ -112,6 +115,7 @@ macro_rules! invoke {
                     .call_websocket_closed(store, *socket, *code, reason)
                     .await
             }
+            GuestCall::CallHeld { .. } => unreachable!("a media event, not an app event"),
         }
     }};
 }
@@ -135,11 +139,13 @@ pub enum EventKind {
     CallPlaybackFinished,
     WebSocketMessage,
     WebSocketClosed,
+    CallHeld,
+    CallResumed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::Started,
         Self::CallAlerting,
         Self::HttpRequest,
@@ -156,6 +162,8 @@ impl EventKind {
         Self::CallPlaybackFinished,
         Self::WebSocketMessage,
         Self::WebSocketClosed,
+        Self::CallHeld,
+        Self::CallResumed,
     ];
 
     /// The event's name in notices and records (VoxEngine's, where it has
@@ -178,6 +186,8 @@ impl EventKind {
             Self::CallPlaybackFinished => ("CallPlaybackFinished", "call-playback-finished"),
             Self::WebSocketMessage => ("WebSocketMessage", "websocket-message"),
             Self::WebSocketClosed => ("WebSocketClosed", "websocket-closed"),
+            Self::CallHeld => ("CallHeld", "call-held"),
+            Self::CallResumed => ("CallResumed", "call-resumed"),
         }
     }
 
@@ -244,6 +254,12 @@ pub enum GuestCall {
         code: u16,
         reason: String,
     },
+    /// A `media-events` call: `call-held`, or (`held: false`)
+    /// `call-resumed`.
+    CallHeld {
+        call: CallId,
+        held: bool,
+    },
 }
 
 impl GuestCall {
@@ -264,6 +280,8 @@ impl GuestCall {
             Self::CallPlaybackFinished(_) => EventKind::CallPlaybackFinished,
             Self::WebsocketMessage { .. } => EventKind::WebSocketMessage,
             Self::WebsocketClosed { .. } => EventKind::WebSocketClosed,
+            Self::CallHeld { held: true, .. } => EventKind::CallHeld,
+            Self::CallHeld { held: false, .. } => EventKind::CallResumed,
         }
     }
 
@@ -282,7 +300,8 @@ impl GuestCall {
             Self::TimerFired(id) => format!("timer={id}"),
             Self::CallConnected(call)
             | Self::CallDisconnected(call)
-            | Self::CallPlaybackFinished(call) => format!("call={call}"),
+            | Self::CallPlaybackFinished(call)
+            | Self::CallHeld { call, .. } => format!("call={call}"),
             Self::CallFailed { call, code, reason } => format!("call={call} code={code} {reason}"),
             Self::CallMessageReceived { call, text } => {
                 format!("call={call} ({} bytes)", text.len())
@@ -299,9 +318,19 @@ impl GuestCall {
         S: AsContextMut,
         S::Data: Send,
     {
-        match guest {
-            AppEvents::Current(guest) => invoke!(self, guest, store, as_is),
-            AppEvents::V0_1(guest) => invoke!(self, guest, store, to_v0_1),
+        match (guest, self) {
+            // A scenario built before 0.3.0 does not hear of media.
+            (AppEvents::Current(_, None) | AppEvents::V0_1(_), GuestCall::CallHeld { .. }) => {
+                Ok(())
+            }
+            (AppEvents::Current(_, Some(media)), GuestCall::CallHeld { call, held: true }) => {
+                media.call_call_held(store, *call).await
+            }
+            (AppEvents::Current(_, Some(media)), GuestCall::CallHeld { call, held: false }) => {
+                media.call_call_resumed(store, *call).await
+            }
+            (AppEvents::Current(guest, _), _) => invoke!(self, guest, store, as_is),
+            (AppEvents::V0_1(guest), _) => invoke!(self, guest, store, to_v0_1),
         }
     }
 }

@@ -5,7 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::bindings::{self, ScenarioPre, v0_1};
+use wasmtime::component::InstancePre;
+
+use crate::bindings::exports::sessionbox::{
+    scenario0_2_0::app_events, scenario0_3_0::media_events,
+};
+use crate::bindings::v0_1;
 use crate::destination::HostRule;
 use crate::limits::Limits;
 use crate::store::SessionState;
@@ -71,13 +76,22 @@ pub(crate) fn check_bytes(bytes: &[u8]) -> Result<()> {
 /// built for.
 #[derive(Clone)]
 pub(crate) enum Prelinked {
-    Current(ScenarioPre<SessionState>),
+    /// 0.2.0 or 0.3.0: the same imports, and `app-events`, with 0.3.0's
+    /// `media-events` beside it when the component exports it.
+    Current {
+        pre: InstancePre<SessionState>,
+        app_events: app_events::GuestIndices,
+        media_events: Option<media_events::GuestIndices>,
+    },
     V0_1(v0_1::ScenarioPre<SessionState>),
 }
 
 /// An instance, with the exports of its world version.
 pub(crate) enum Instance {
-    Current(bindings::Scenario),
+    Current {
+        app_events: app_events::Guest,
+        media_events: Option<media_events::Guest>,
+    },
     V0_1(v0_1::Scenario),
 }
 
@@ -87,7 +101,20 @@ impl Prelinked {
         store: &mut wasmtime::Store<SessionState>,
     ) -> wasmtime::Result<Instance> {
         Ok(match self {
-            Prelinked::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            Prelinked::Current {
+                pre,
+                app_events,
+                media_events,
+            } => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                Instance::Current {
+                    app_events: app_events.load(&mut *store, &instance)?,
+                    media_events: match media_events {
+                        Some(indices) => Some(indices.load(&mut *store, &instance)?),
+                        None => None,
+                    },
+                }
+            }
             Prelinked::V0_1(pre) => Instance::V0_1(pre.instantiate_async(store).await?),
         })
     }
@@ -104,14 +131,40 @@ pub(crate) fn prelink(
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{}", one_line(&e)))
         .context("imports something the scenario world does not offer")?;
-    match ScenarioPre::new(pre.clone()) {
-        Ok(current) => Ok(Prelinked::Current(current)),
+    match app_events::GuestIndices::new(&pre) {
+        Ok(app_events) => {
+            // A component that exports `media-events` but gets it wrong is
+            // refused rather than run deaf to its media.
+            let media_events = match media_events::GuestIndices::new(&pre) {
+                Ok(indices) => Some(indices),
+                Err(_) if !exports_media_events(component) => None,
+                Err(error) => {
+                    return Err(anyhow!("{}", one_line(&error))).context(
+                        "does not export the scenario world's `media-events` as expected",
+                    );
+                }
+            };
+            Ok(Prelinked::Current {
+                pre,
+                app_events,
+                media_events,
+            })
+        }
         Err(current_error) => match v0_1::ScenarioPre::new(pre) {
             Ok(old) => Ok(Prelinked::V0_1(old)),
             Err(_) => Err(anyhow!("{}", one_line(&current_error)))
                 .context("does not export the scenario world's `app-events` as expected"),
         },
     }
+}
+
+/// Whether the component exports some version of `media-events`.
+fn exports_media_events(component: &wasmtime::component::Component) -> bool {
+    let engine = component.engine();
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("sessionbox:scenario/media-events@"))
 }
 
 /// A wasmtime error's chain on one line.

@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::Phase;
-use crate::bindings::sessionbox::scenario::types;
+use crate::bindings::scenario::types;
 use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::budget::{Budget, at_epoch_deadline};
 use crate::capabilities::calls::Calls;

@@ -51,6 +51,8 @@ pub enum CallEvent {
     Message(String),
     Tone(String),
     PlaybackFinished,
+    /// The far end put the call on hold (`true`) or took it off.
+    Held(bool),
 }
 
 /// Where a call's far end sends its [`CallEvent`]s: the session's queue.
@@ -62,6 +64,50 @@ pub trait CallEvents: Send + Sync + 'static {
 /// ended) must end the call.
 pub trait CallLink: Send + Sync + 'static {
     fn act(&self, action: CallAction);
+
+    /// Where audio for this call's far end goes in: what a bridge relays
+    /// the other call's audio to. None for a call without media (one
+    /// answered in process), which a bridge then leaves silent.
+    fn media_port(&self) -> Option<Arc<dyn MediaPort>> {
+        None
+    }
+
+    /// Relays what this call's far end sends to `port` from now on (the
+    /// other call of a bridge), or, with None, to nothing.
+    fn relay_to(&self, _port: Option<Arc<dyn MediaPort>>) {}
+}
+
+/// The audio codecs a call may carry: G.711, 8 kHz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+/// One RTP packet's worth of what a far end sent, as a bridge relays it.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaFrame<'a> {
+    pub kind: FrameKind,
+    /// The RTP marker bit (the start of a talkspurt, or of a key press).
+    pub marker: bool,
+    /// The sender's stream (its RTP SSRC): a new one starts a new timeline.
+    pub source: u32,
+    /// On the sender's timeline (8 kHz).
+    pub timestamp: u32,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Audio(Codec),
+    /// An RFC 4733 telephone event (a key press).
+    TelephoneEvent,
+}
+
+/// A call's way in for relayed audio: the other side of a bridge.
+pub trait MediaPort: Send + Sync + 'static {
+    /// Sends `frame` on to the far end, in its codec and on its stream.
+    fn relay(&self, frame: &MediaFrame<'_>);
 }
 
 /// An incoming call as the telephony side presents it.
@@ -134,6 +180,11 @@ impl CallContext {
 
     pub fn playback_finished(&self) {
         self.send(CallEvent::PlaybackFinished);
+    }
+
+    /// The far end put the call on hold (`true`) or took it off.
+    pub fn held(&self, held: bool) {
+        self.send(CallEvent::Held(held));
     }
 
     /// A line in the session log from the host about this call (e.g. why a

@@ -15,19 +15,31 @@ use rsipstack::sip::{HasHeaders, Header, Request, StatusCode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::media::Rtp;
+use super::media::{Rtp, RtpSender};
 use super::prompt::{self, Samples};
 use super::sdp::{self, Codec, MediaDirection, RemoteAudio, TELEPHONE_EVENT};
 use super::speech;
-use sessionbox_host::telephony::{CallAction, CallContext, CallLink};
+use sessionbox_host::telephony::{CallAction, CallContext, CallLink, MediaPort};
 
-/// The session's side of a SIP call: actions go to the call's task.
-pub struct SipLink(mpsc::UnboundedSender<CallAction>);
+/// The session's side of a SIP call: actions go to the call's task; a
+/// bridge reaches its RTP directly.
+pub struct SipLink {
+    actions: mpsc::UnboundedSender<CallAction>,
+    rtp: RtpSender,
+}
 
 impl CallLink for SipLink {
     fn act(&self, action: CallAction) {
         // A call whose task has ended takes no more actions.
-        let _ = self.0.send(action);
+        let _ = self.actions.send(action);
+    }
+
+    fn media_port(&self) -> Option<Arc<dyn MediaPort>> {
+        Some(Arc::new(self.rtp.clone()))
+    }
+
+    fn relay_to(&self, port: Option<Arc<dyn MediaPort>>) {
+        self.rtp.relay_to(port);
     }
 }
 
@@ -89,8 +101,9 @@ impl SipCall {
     /// session's handle on it.
     pub fn start(self, context: CallContext) -> SipLink {
         let (actions, actions_rx) = mpsc::unbounded_channel();
+        let rtp = self.rtp.sender();
         tokio::spawn(self.run(context, actions_rx));
-        SipLink(actions)
+        SipLink { actions, rtp }
     }
 
     async fn run(self, context: CallContext, mut actions: mpsc::UnboundedReceiver<CallAction>) {
@@ -107,6 +120,7 @@ impl SipCall {
             Direction::IncomingWithoutOffer => (true, None, None, None),
             Direction::Outbound(invite) => (false, None, None, Some(invite)),
         };
+        rtp.sender().set_remote(remote.clone());
         let mut call = Running {
             ids: vec![dialog.id()],
             dialog,
@@ -159,12 +173,12 @@ impl Running {
             DialogState::Confirmed(id, response) => {
                 self.ids.push(id);
                 if self.remote.is_none() && !self.incoming {
-                    self.remote = sdp::parse(response.body()).ok();
+                    self.agree(sdp::parse(response.body()).ok());
                 } else if self.remote.is_none() {
                     // A late offer: the caller answered ours in its ACK.
                     let ack = self.dialog.last_remote_ack();
                     match sdp::parse(ack.as_ref().map_or(&[][..], |ack| ack.body())) {
-                        Ok(answer) => self.remote = Some(answer),
+                        Ok(answer) => self.agree(Some(answer)),
                         Err(reason) => {
                             // RFC 3261: a session whose offer went unanswered
                             // is ended with a BYE.
@@ -263,21 +277,22 @@ impl Running {
             }
         };
         let held = offer.direction.holds();
-        if held != self.rtp.sender().is_held() {
-            self.context.note(if held {
-                "the far end put the call on hold"
-            } else {
-                "the far end took the call off hold"
-            });
-        }
-        self.rtp.sender().hold(held);
         let answer = sdp::describe(
             advertised,
             &[offer.codec],
             TELEPHONE_EVENT,
             offer.direction.answer(),
         );
-        self.remote = Some(offer);
+        self.agree(Some(offer));
+        if held != self.rtp.sender().is_held() {
+            self.rtp.sender().hold(held);
+            self.context.note(if held {
+                "the far end put the call on hold"
+            } else {
+                "the far end took the call off hold"
+            });
+            self.context.held(held);
+        }
         let content_type = Header::ContentType("application/sdp".into());
         let _ = handle
             .respond(StatusCode::OK, Some(vec![content_type]), Some(answer))
@@ -327,7 +342,7 @@ impl Running {
                 let code = response.status_code.code();
                 if (200..300).contains(&code) {
                     self.ids.push(id);
-                    self.remote = sdp::parse(response.body()).ok();
+                    self.agree(sdp::parse(response.body()).ok());
                     self.connect();
                     return Next::Continue;
                 }
@@ -343,16 +358,20 @@ impl Running {
         Next::End
     }
 
+    /// The far end's media as agreed (again): where prompts and relayed
+    /// audio go, and in which codec.
+    fn agree(&mut self, remote: Option<RemoteAudio>) {
+        self.rtp.sender().set_remote(remote.clone());
+        self.remote = remote;
+    }
+
     fn connect(&mut self) {
         if self.connected {
             return;
         }
         self.connected = true;
-        if let Some(remote) = &self.remote {
-            let context = self.context.clone();
-            self.rtp
-                .listen(remote, move |tone| context.tone(tone.to_string()));
-        }
+        let context = self.context.clone();
+        self.rtp.listen(move |tone| context.tone(tone.to_string()));
         self.context.connected();
     }
 
@@ -467,8 +486,7 @@ impl Running {
             previous.abort();
         }
         let context = self.context.clone();
-        let remote = self.remote.clone();
-        let stream = remote.map(|remote| (self.rtp.sender(), remote));
+        let sender = self.remote.is_some().then(|| self.rtp.sender());
         self.playback = Some(tokio::spawn(async move {
             let (what, samples) = match &prompt {
                 Prompt::File(url) => ("play", prompt::fetch(url, &context).await.map(Arc::new)),
@@ -476,10 +494,8 @@ impl Running {
                     ("say", speech::synthesize(text, language.as_deref()).await)
                 }
             };
-            match (samples, stream) {
-                (Ok(samples), Some((sender, remote))) => {
-                    sender.play(Samples::clone(&samples), &remote).await;
-                }
+            match (samples, sender) {
+                (Ok(samples), Some(sender)) => sender.play(Samples::clone(&samples)).await,
                 (Ok(_), None) => {
                     context.note(&format!("{what}: the far end gave no address for audio"));
                 }
@@ -490,6 +506,7 @@ impl Running {
     }
 
     fn finish(self) {
+        self.rtp.sender().close();
         if let Some(playback) = self.playback {
             playback.abort();
         }

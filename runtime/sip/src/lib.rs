@@ -9,6 +9,7 @@
 //! calls through a configured trunk.
 
 mod call;
+mod g711;
 mod media;
 mod prompt;
 mod sdp;

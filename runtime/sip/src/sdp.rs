@@ -3,33 +3,28 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// The G.711 codecs, by their static RTP payload types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// μ-law.
-    Pcmu = 0,
-    /// A-law.
-    Pcma = 8,
+pub use sessionbox_host::telephony::Codec;
+
+/// A G.711 codec's static RTP payload type.
+pub fn payload_type(codec: Codec) -> u8 {
+    match codec {
+        Codec::Pcmu => 0,
+        Codec::Pcma => 8,
+    }
 }
 
-impl Codec {
-    fn from_payload_type(pt: u8) -> Option<Codec> {
-        match pt {
-            0 => Some(Codec::Pcmu),
-            8 => Some(Codec::Pcma),
-            _ => None,
-        }
+fn codec_of(payload_type: u8) -> Option<Codec> {
+    match payload_type {
+        0 => Some(Codec::Pcmu),
+        8 => Some(Codec::Pcma),
+        _ => None,
     }
+}
 
-    pub fn payload_type(self) -> u8 {
-        self as u8
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Codec::Pcmu => "PCMU",
-            Codec::Pcma => "PCMA",
-        }
+fn name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Pcmu => "PCMU",
+        Codec::Pcma => "PCMA",
     }
 }
 
@@ -155,7 +150,7 @@ pub fn parse(body: &[u8]) -> Result<RemoteAudio, String> {
         .ok_or("the SDP has no connection address")?;
     let codec = payload_types
         .iter()
-        .find_map(|&pt| Codec::from_payload_type(pt))
+        .find_map(|&pt| codec_of(pt))
         .ok_or("the SDP offers neither PCMU nor PCMA")?;
     Ok(RemoteAudio {
         addr: SocketAddr::new(ip, port),
@@ -186,7 +181,7 @@ pub fn describe(
     let session = rand_u32();
     let mut payload_types: Vec<String> = codecs
         .iter()
-        .map(|c| c.payload_type().to_string())
+        .map(|&c| payload_type(c).to_string())
         .collect();
     payload_types.push(telephone_event.to_string());
     let mut sdp = format!(
@@ -198,8 +193,8 @@ pub fn describe(
     for codec in codecs {
         sdp += &format!(
             "a=rtpmap:{} {}/8000\r\n",
-            codec.payload_type(),
-            codec.name()
+            payload_type(*codec),
+            name(*codec)
         );
     }
     sdp += &format!(

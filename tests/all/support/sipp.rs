@@ -270,7 +270,17 @@ impl Sipp {
     /// A UAS answering one call over UDP on 127.0.0.1:`port` (0: a free
     /// port, see `local_addr`); started when this returns.
     pub fn answer(scenario_name: &str, port: u16) -> Sipp {
-        SippBuilder::new(scenario_name, Role::Uas { port }).spawn()
+        Self::answer_with(scenario_name, port, &[])
+    }
+
+    /// The same, with scenario keys.
+    pub fn answer_with(scenario_name: &str, port: u16, keys: &[(&str, String)]) -> Sipp {
+        let mut builder = SippBuilder::new(scenario_name, Role::Uas { port });
+        builder.keys = keys
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        builder.spawn()
     }
 
     /// Where a UAS listens.

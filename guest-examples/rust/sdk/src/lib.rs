@@ -3,9 +3,9 @@
 //! A scenario is a type that implements [`Scenario`]. Every method has a
 //! default that does nothing (`http_request` answers 404), so a scenario
 //! implements only the events it cares about. [`export_scenario!`] makes the
-//! type the component's `sessionbox:scenario/app-events` export; the host
-//! creates one instance per session and delivers that session's events one
-//! at a time.
+//! type the component's `sessionbox:scenario/app-events` and `media-events`
+//! exports (world 0.3.0); the host creates one instance per session and
+//! delivers that session's events one at a time.
 //!
 //! ```no_run
 //! use sessionbox_guest::{HttpRequestEvent, HttpResponse, Scenario, StartedEvent, log};
@@ -27,8 +27,8 @@
 //!
 //! Build the crate as a `cdylib` for `wasm32-wasip2`; the result is a
 //! component the host runs directly. Host capabilities are the functions in
-//! [`session`], [`timers`], [`storage`], [`variables`], [`log`] and the
-//! [`Call`] and [`Websocket`] resources; outbound HTTP is [`http`]. What is
+//! [`session`], [`timers`], [`storage`], [`variables`], [`media`], [`log`]
+//! and the [`Call`] and [`Websocket`] resources; outbound HTTP is [`http`]. What is
 //! allowed depends on the session's [`Phase`]: a capability that does not
 //! apply returns a [`Refusal`] (never a trap).
 
@@ -50,6 +50,8 @@ pub mod bindings {
         path: "../../../wit",
         world: "scenario",
         pub_export_macro: true,
+        // 0.3.0 includes the 0.2.0 interfaces from `wit/deps`.
+        generate_all,
         default_bindings_module: "sessionbox_guest::bindings",
         runtime_path: "sessionbox_guest::__private::wit_bindgen::rt",
         // wit-bindgen gives error records a `Display` that prints their
@@ -65,23 +67,23 @@ pub mod __private {
     pub use wit_bindgen;
 }
 
-pub use bindings::exports::sessionbox::scenario::app_events::{
+pub use bindings::exports::sessionbox::scenario0_2_0::app_events::{
     CallAlertingEvent, HttpRequestEvent, HttpResponse, StartedEvent, WebsocketEvent,
     WebsocketFailedEvent,
 };
-pub use bindings::sessionbox::scenario::calls::{Call, CallId, CallState};
-pub use bindings::sessionbox::scenario::types::{Capability, Header, Phase, RefusalKind};
-pub use bindings::sessionbox::scenario::websockets::{Message, SocketId, Websocket};
+pub use bindings::sessionbox::scenario0_2_0::calls::{Call, CallId, CallState};
+pub use bindings::sessionbox::scenario0_2_0::types::{Capability, Header, Phase, RefusalKind};
+pub use bindings::sessionbox::scenario0_2_0::websockets::{Message, SocketId, Websocket};
 pub use timers::TimerId;
 
 /// Appends one line to the session log. Works in every phase.
 pub fn log(message: &str) {
-    bindings::sessionbox::scenario::logger::write(message);
+    bindings::sessionbox::scenario0_2_0::logger::write(message);
 }
 
 /// The session this instance serves: its id, custom data, phase, and ending it.
 pub mod session {
-    pub use crate::bindings::sessionbox::scenario::session::{
+    pub use crate::bindings::sessionbox::scenario0_2_0::session::{
         access_url, current_phase, custom_data, id, set_custom_data, terminate,
     };
 
@@ -95,7 +97,7 @@ pub mod session {
 /// One-shot and repeating timers; each firing is a
 /// [`Scenario::timer_fired`] event. Only while running.
 pub mod timers {
-    pub use crate::bindings::sessionbox::scenario::timers::{
+    pub use crate::bindings::sessionbox::scenario0_2_0::timers::{
         TimerId, clear, set_interval, set_timeout,
     };
 }
@@ -104,13 +106,13 @@ pub mod timers {
 /// secret's value shows as `[secret]` wherever the scenario writes it to the
 /// log. Works while running and terminating.
 pub mod variables {
-    pub use crate::bindings::sessionbox::scenario::variables::get;
+    pub use crate::bindings::sessionbox::scenario0_2_0::variables::get;
 }
 
 /// Outbound calls, placed through the node's SIP trunk. The call's
 /// [`Scenario::call_connected`] or [`Scenario::call_failed`] tells how it went.
 pub mod calls {
-    pub use crate::bindings::sessionbox::scenario::calls::DialOptions;
+    pub use crate::bindings::sessionbox::scenario0_2_0::calls::DialOptions;
 
     /// Calls `number` as the trunk's user, with no custom headers.
     pub fn dial(number: &str) -> Result<crate::Call, crate::Refusal> {
@@ -124,8 +126,15 @@ pub mod calls {
 
     /// Calls `number` with a caller id, display name or X- headers.
     pub fn dial_with(number: &str, options: &DialOptions) -> Result<crate::Call, crate::Refusal> {
-        crate::bindings::sessionbox::scenario::calls::dial(number, options)
+        crate::bindings::sessionbox::scenario0_2_0::calls::dial(number, options)
     }
+}
+
+/// Connecting the session's calls to each other: [`media::connect`] bridges
+/// two connected calls (audio both ways, key presses relayed), until
+/// [`media::disconnect`] or either call ends.
+pub mod media {
+    pub use crate::bindings::sessionbox::scenario0_3_0::media::{connect, disconnect};
 }
 
 /// Why the host did not do what the scenario asked.
@@ -286,6 +295,11 @@ pub trait Scenario: Default + 'static {
     fn websocket_message(&mut self, socket: SocketId, message: Message) {}
     /// A WebSocket closed (by the client or the scenario).
     fn websocket_closed(&mut self, socket: SocketId, code: u16, reason: String) {}
+    /// The far end put the call on hold: it hears nothing until
+    /// `call_resumed`.
+    fn call_held(&mut self, call: CallId) {}
+    /// The far end took the call off hold.
+    fn call_resumed(&mut self, call: CallId) {}
 }
 
 /// Makes a [`Scenario`] type the component's `app-events` export.
@@ -296,7 +310,8 @@ pub trait Scenario: Default + 'static {
 macro_rules! export_scenario {
     ($scenario:ty) => {
         const _: () = {
-            use $crate::bindings::exports::sessionbox::scenario::app_events as __events;
+            use $crate::bindings::exports::sessionbox::scenario0_2_0::app_events as __events;
+            use $crate::bindings::exports::sessionbox::scenario0_3_0::media_events as __media;
 
             // The generated `Guest` trait has no `self`: the instance lives
             // here. Wasm guests are single threaded, and the host never
@@ -369,6 +384,15 @@ macro_rules! export_scenario {
                     reason: ::std::string::String,
                 ) {
                     with(|s| $crate::Scenario::websocket_closed(s, socket, code, reason))
+                }
+            }
+
+            impl __media::Guest for __SessionboxScenario {
+                fn call_held(call: __media::CallId) {
+                    with(|s| $crate::Scenario::call_held(s, call))
+                }
+                fn call_resumed(call: __media::CallId) {
+                    with(|s| $crate::Scenario::call_resumed(s, call))
                 }
             }
 

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Refusal;
-pub use crate::bindings::sessionbox::scenario::storage::{
+pub use crate::bindings::sessionbox::scenario0_2_0::storage::{
     KeyPage, compare_and_set, delete, get, increment, list_keys, set,
 };
 

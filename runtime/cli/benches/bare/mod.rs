@@ -100,7 +100,7 @@ impl Bare {
         };
         store.set_epoch_deadline(DEADLINE_TICKS);
         instance
-            .sessionbox_scenario_app_events()
+            .sessionbox_scenario0_2_0_app_events()
             .call_started(&mut *store, &started)
             .await
             .unwrap();

@@ -8,7 +8,7 @@
 
 use wasmtime::component::Resource;
 
-use super::sessionbox::scenario as current;
+use super::scenario as current;
 use super::{CallHandle, CallId, SocketHandle, SocketId, TimerId};
 use crate::capabilities::calls::CallsView;
 use crate::capabilities::logger::LoggerView;

@@ -6,6 +6,11 @@
 //! (an event the call's state does not expect is dropped) and moves the
 //! state as it is delivered, so the scenario never sees a state its events
 //! have not told it about. Only while running: Terminating ends every call.
+//!
+//! The `media` interface (0.3.0) is this capability's too: a bridge joins
+//! two of these calls, and ends with either ([`media`]).
+
+mod media;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +19,7 @@ use tokio::time::Instant;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
 use super::{Common, Factor, Gate, Phases, Refused, SessionContext, WasiStore};
-use crate::bindings::sessionbox::scenario::calls::{self, CallState, DialOptions};
+use crate::bindings::scenario::calls::{self, CallState, DialOptions};
 use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{CallAlertingEvent, CallHandle, CallId, Capability, Refusal};
 use crate::destination::HostRule;
@@ -69,6 +74,8 @@ pub struct Calls {
     /// Ids of outbound calls; incoming calls are numbered by the session
     /// handle, from 1 up, so these count down from the top.
     next_outbound: CallId,
+    /// Each bridged call's other side (both ways round).
+    bridges: BTreeMap<CallId, CallId>,
 }
 
 struct Leg {
@@ -177,6 +184,9 @@ impl Calls {
             CallEvent::PlaybackFinished => self
                 .is_connected(call)
                 .then_some(GuestCall::CallPlaybackFinished(call)),
+            CallEvent::Held(held) => self
+                .is_connected(call)
+                .then_some(GuestCall::CallHeld { call, held }),
         }
     }
 
@@ -186,7 +196,7 @@ impl Calls {
         if let Some(leg) = self.legs.get_mut(&call) {
             leg.link.act(CallAction::Reject { code: 480 });
             leg.state = LegState::Failed;
-            self.live.remove(call);
+            self.leg_ended(call);
         }
         self.on_ended(call, true);
         let limit = self.limits.unanswered_call;
@@ -213,6 +223,13 @@ impl Calls {
             end_delivered: false,
         };
         self.legs.insert(call, leg);
+    }
+
+    /// A call is over host-side: the session's handle forgets it, and its
+    /// bridge (if any) ends.
+    fn leg_ended(&mut self, call: CallId) {
+        self.live.remove(call);
+        self.unbridge(call);
     }
 
     /// Incoming calls not yet answered or ended.
@@ -245,15 +262,15 @@ impl Calls {
     fn on_ended(&mut self, call: CallId, failed: bool) -> bool {
         match self.legs.get_mut(&call) {
             Some(leg) if !leg.end_delivered => {
+                leg.end_delivered = true;
                 if leg.state.is_live() {
                     leg.state = if failed {
                         LegState::Failed
                     } else {
                         LegState::Disconnected
                     };
-                    self.live.remove(call);
+                    self.leg_ended(call);
                 }
-                leg.end_delivered = true;
                 true
             }
             _ => false,
@@ -316,10 +333,11 @@ impl Calls {
             CallAction::Hangup => leg.state = LegState::Disconnected,
             _ => {}
         }
-        if !leg.state.is_live() {
-            self.live.remove(id);
-        }
+        let ended = !leg.state.is_live();
         leg.link.act(action);
+        if ended {
+            self.leg_ended(id);
+        }
         Ok(())
     }
 
@@ -391,6 +409,7 @@ impl Factor for Calls {
             legs: BTreeMap::new(),
             attempts: 0,
             next_outbound: CallId::MAX,
+            bridges: BTreeMap::new(),
         }
     }
 
@@ -407,6 +426,7 @@ impl Factor for Calls {
         get: fn(&mut T) -> CallsView<'_>,
     ) -> wasmtime::Result<()> {
         calls::add_to_linker::<T, Calls>(linker, get)?;
+        crate::bindings::media::add_to_linker::<T, Calls>(linker, get)?;
         v0_1::calls::add_to_linker::<T, Calls>(linker, get)
     }
 
@@ -414,17 +434,20 @@ impl Factor for Calls {
     /// calls end with it): 480 to one still ringing, BYE (or CANCEL) to
     /// the rest.
     fn terminating(&mut self) {
-        for (&call, leg) in &mut self.legs {
-            if leg.state.is_live() {
-                let action = if leg.state == LegState::Alerting {
-                    CallAction::Reject { code: 480 }
-                } else {
-                    CallAction::Hangup
-                };
-                leg.link.act(action);
-                leg.state = LegState::Disconnected;
-                self.live.remove(call);
-            }
+        let live: Vec<CallId> = (self.legs.iter())
+            .filter(|(_, leg)| leg.state.is_live())
+            .map(|(&call, _)| call)
+            .collect();
+        for call in live {
+            let leg = self.legs.get_mut(&call).expect("listed above");
+            let action = if leg.state == LegState::Alerting {
+                CallAction::Reject { code: 480 }
+            } else {
+                CallAction::Hangup
+            };
+            leg.link.act(action);
+            leg.state = LegState::Disconnected;
+            self.leg_ended(call);
         }
     }
 }
@@ -762,5 +785,135 @@ mod tests {
             session.act(2, CallAction::Hangup),
             Err("calls ended when the session began terminating".into())
         );
+    }
+
+    /// A far end whose bridges are kept: the port each relay went to (None:
+    /// relaying to nothing), by address.
+    #[derive(Clone)]
+    struct Bridged {
+        port: Arc<dyn crate::telephony::MediaPort>,
+        relays: Arc<Mutex<Vec<Option<usize>>>>,
+    }
+
+    struct Port;
+
+    impl crate::telephony::MediaPort for Port {
+        fn relay(&self, _: &crate::telephony::MediaFrame<'_>) {}
+    }
+
+    /// Where a port is, to tell which call's it is.
+    fn address(port: &Arc<dyn crate::telephony::MediaPort>) -> usize {
+        Arc::as_ptr(port) as *const () as usize
+    }
+
+    impl Bridged {
+        fn new() -> Self {
+            Bridged {
+                port: Arc::new(Port),
+                relays: Arc::default(),
+            }
+        }
+
+        /// The relays so far, each as the number (from 1) of the link in
+        /// `links` whose port it went to.
+        fn relays(&self, links: &[Bridged]) -> Vec<Option<usize>> {
+            let index = |at: usize| links.iter().position(|l| address(&l.port) == at).unwrap() + 1;
+            self.relays
+                .locked()
+                .iter()
+                .map(|at| at.map(index))
+                .collect()
+        }
+    }
+
+    impl CallLink for Bridged {
+        fn act(&self, _: CallAction) {}
+
+        fn media_port(&self) -> Option<Arc<dyn crate::telephony::MediaPort>> {
+            Some(Arc::clone(&self.port))
+        }
+
+        fn relay_to(&self, port: Option<Arc<dyn crate::telephony::MediaPort>>) {
+            self.relays.locked().push(port.as_ref().map(address));
+        }
+    }
+
+    #[test]
+    fn bridges_join_two_connected_calls_and_end_with_either() {
+        let mut session = Session::new(Limits::default());
+        let links: Vec<Bridged> = (1..=4).map(|_| Bridged::new()).collect();
+        for (call, link) in (1..).zip(&links) {
+            let link = link.clone();
+            session.ring(call, Box::new(move |_| Box::new(link)));
+        }
+        for call in 1..=3 {
+            session.act(call, CallAction::Answer).unwrap();
+            session.calls.admit(call, CallEvent::Connected).unwrap();
+        }
+        let connect = |session: &mut Session, a, b| {
+            let connected = session.calls.connect(&session.gate, a, b);
+            connected.map_err(|refusal| refusal.reason)
+        };
+        assert_eq!(
+            connect(&mut session, 1, 1).unwrap_err(),
+            "call 1 cannot be connected to itself"
+        );
+        assert_eq!(
+            connect(&mut session, 1, 9).unwrap_err(),
+            "call 9 is unknown"
+        );
+        assert_eq!(
+            connect(&mut session, 1, 4).unwrap_err(),
+            "cannot connect call 4: it is alerting"
+        );
+        connect(&mut session, 1, 2).unwrap();
+        assert_eq!(links[0].relays(&links), [Some(2)], "1 relays to 2");
+        assert_eq!(links[1].relays(&links), [Some(1)], "and 2 to 1");
+        // No chains: a bridged call is in one bridge only.
+        assert_eq!(
+            connect(&mut session, 2, 3).unwrap_err(),
+            "call 2 is already connected to call 1; disconnect it first"
+        );
+        let disconnected = session.calls.disconnect(&session.gate, 3);
+        assert_eq!(
+            disconnected.unwrap_err().reason,
+            "call 3 is not connected to another call"
+        );
+
+        // Call 2's far end hangs up: the bridge ends, on both sides.
+        session.calls.admit(2, CallEvent::Disconnected).unwrap();
+        assert_eq!(links[0].relays(&links), [Some(2), None]);
+        assert_eq!(links[1].relays(&links), [Some(1), None]);
+        assert_eq!(
+            connect(&mut session, 1, 2).unwrap_err(),
+            "cannot connect call 2: it is disconnected"
+        );
+
+        // The scenario's own hangup and disconnect end a bridge too.
+        connect(&mut session, 1, 3).unwrap();
+        session.calls.disconnect(&session.gate, 3).unwrap();
+        assert_eq!(links[2].relays(&links), [Some(1), None]);
+        connect(&mut session, 3, 1).unwrap();
+        session.act(3, CallAction::Hangup).unwrap();
+        assert_eq!(links[0].relays.locked().last(), Some(&None));
+        assert_eq!(session.fixture.ledger.meter_now().refused("calls"), 6);
+    }
+
+    #[test]
+    fn terminating_ends_the_sessions_bridges() {
+        let mut session = Session::new(Limits::default());
+        let links: Vec<Bridged> = (1..=2).map(|_| Bridged::new()).collect();
+        for (call, link) in (1..).zip(&links) {
+            let link = link.clone();
+            session.ring(call, Box::new(move |_| Box::new(link)));
+            session.act(call, CallAction::Answer).unwrap();
+            session.calls.admit(call, CallEvent::Connected).unwrap();
+        }
+        session.calls.connect(&session.gate, 1, 2).unwrap();
+        session.calls.terminating();
+        for link in &links {
+            assert_eq!(link.relays.locked().last(), Some(&None));
+        }
+        assert!(session.calls.bridges.is_empty());
     }
 }

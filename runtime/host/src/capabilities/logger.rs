@@ -4,7 +4,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
 use crate::bindings::Capability;
-use crate::bindings::sessionbox::scenario::logger;
+use crate::bindings::scenario::logger;
 use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::log::{LogSource, SessionLog};
 

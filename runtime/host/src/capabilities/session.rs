@@ -7,7 +7,7 @@
 use wasmtime::component::{HasData, Linker};
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
-use crate::bindings::sessionbox::scenario::session;
+use crate::bindings::scenario::session;
 use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{Capability, Phase, Refusal};
 

@@ -12,7 +12,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::gate::refusal_kind_name;
 use super::{Common, Factor, Gate, Phases, Refused, SessionContext, WasiStore};
-use crate::bindings::sessionbox::scenario::storage::{self, KeyPage};
+use crate::bindings::scenario::storage::{self, KeyPage};
 use crate::bindings::{Capability, Refusal, RefusalKind};
 use crate::keyvalue::{KeyValue, Pending, Quota, StorageError};
 use crate::limits::Limits;

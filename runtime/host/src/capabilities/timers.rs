@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use wasmtime::component::{HasData, Linker};
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
-use crate::bindings::sessionbox::scenario::timers;
+use crate::bindings::scenario::timers;
 use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{Capability, Refusal, TimerId};
 use crate::guest::GuestCall;

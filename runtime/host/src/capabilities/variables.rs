@@ -9,7 +9,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 use super::{Common, Factor, Gate, Phases, Refused, SessionContext, WasiStore};
-use crate::bindings::sessionbox::scenario::variables;
+use crate::bindings::scenario::variables;
 use crate::bindings::{Capability, Refusal, RefusalKind};
 use crate::log::Secrets;
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
 use super::{Common, Factor, Gate, Phases, SessionContext, WasiStore};
-use crate::bindings::sessionbox::scenario::websockets;
+use crate::bindings::scenario::websockets;
 use crate::bindings::v0_1::sessionbox::scenario as v0_1;
 use crate::bindings::{
     Capability, Header, Message, Refusal, SocketHandle, SocketId, WebsocketEvent,

@@ -215,6 +215,11 @@ impl SessionHandle {
         self.post_for_call(call, CallEvent::Tone(tone.to_owned()))
     }
 
+    /// The far end put the call on hold (`true`) or took it off.
+    pub fn remote_hold(&self, call: CallId, held: bool) -> Result<(), SessionError> {
+        self.post_for_call(call, CallEvent::Held(held))
+    }
+
     /// The far end sent an in-call message.
     pub fn remote_message(&self, call: CallId, text: &str) -> Result<(), SessionError> {
         self.post_for_call(call, CallEvent::Message(text.to_owned()))
