@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use sessionbox::recording::Recording;
+
 use sessionbox::keyvalue::sqlite::{DEFAULT_CACHE_BYTES, SqliteKeyValue};
 use sessionbox::keyvalue::{KeyValue, Quota, StorageError};
 use sessionbox::server::history::{History, NewSession, SessionFilter};
 use sessionbox::server::postgres::Postgres;
 use sessionbox::server::postgres::keyvalue::PgKeyValue;
+use sessionbox::server::recordings::Recordings;
 
 use crate::support::history::{new_session, record};
 use crate::support::postgres;
@@ -46,6 +49,16 @@ impl Backend {
                 History::postgres(postgres, node, 30, Arc::default())
                     .await
                     .unwrap()
+            }
+        }
+    }
+
+    /// The recordings, kept with the history.
+    async fn recordings(&self) -> Recordings {
+        match self {
+            Backend::Sqlite(dir) => Recordings::sqlite(&dir.path().join("history.db")).unwrap(),
+            Backend::Postgres(url) => {
+                Recordings::Postgres(Arc::new(Postgres::connect(url).await.unwrap()))
             }
         }
     }
@@ -202,15 +215,73 @@ async fn history_past_the_retention_is_dropped_when_a_node_opens_it() {
             });
             history.finished(session, record(id, &["a line"]), then);
             retire.await.unwrap();
+            let recordings = backend.recordings().await;
+            recordings
+                .keep("a", id, recording(1, 100), u64::MAX)
+                .await
+                .unwrap();
         }
         history.close();
         drop(history);
 
-        // Opened again with 30 days' retention.
+        // Opened again with 30 days' retention: the old session goes, with
+        // its log and its recordings.
         let (history, _) = backend.history("n1").await;
         assert!(history.session("old").await.unwrap().is_none(), "{name}");
         assert!(history.log("old").await.unwrap().is_empty(), "{name}");
         assert!(history.session("recent").await.unwrap().is_some(), "{name}");
+        let recordings = backend.recordings().await;
+        assert!(recordings.list("old").await.unwrap().is_empty(), "{name}");
+        assert_eq!(recordings.list("recent").await.unwrap().len(), 1, "{name}");
+        history.close();
+    }
+}
+
+/// Recording `n`: `ms` milliseconds of one channel, each sample `n`.
+fn recording(n: u32, ms: u64) -> Recording {
+    Recording {
+        id: n,
+        call: 1,
+        channels: 1,
+        duration: Duration::from_millis(ms),
+        wav: vec![n as u8; 44 + 16 * ms as usize],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_are_kept_listed_and_held_to_the_apps_bytes_on_both_backends() {
+    for backend in Backend::both() {
+        let name = backend.name();
+        let (history, _) = backend.history("n1").await;
+        let recordings = backend.recordings().await;
+        // Room for two recordings of 100 ms (1,644 bytes each) and no more.
+        let quota = 3_500;
+        for n in [1, 2] {
+            let kept = recordings.keep("a", "s1", recording(n, 100), quota).await;
+            assert_eq!(kept, Ok(()), "{name}");
+        }
+        let refused = recordings.keep("a", "s2", recording(1, 100), quota).await;
+        assert_eq!(
+            refused.unwrap_err(),
+            "the app's recordings are limited to 3500 bytes, and this one would pass that",
+            "{name}"
+        );
+        // Another app has its own room.
+        let other = recordings.keep("b", "s3", recording(1, 100), quota).await;
+        assert_eq!(other, Ok(()), "{name}");
+
+        let listed = recordings.list("s1").await.unwrap();
+        let numbers: Vec<(u32, u64, u64)> = (listed.iter())
+            .map(|r| (r.n, r.duration_ms, r.bytes))
+            .collect();
+        assert_eq!(numbers, [(1, 100, 1644), (2, 100, 1644)], "{name}");
+        assert_eq!(
+            recordings.wav("s1", 2).await.unwrap(),
+            Some(vec![2; 1644]),
+            "{name}"
+        );
+        assert_eq!(recordings.wav("s1", 3).await.unwrap(), None, "{name}");
+        assert!(recordings.list("s2").await.unwrap().is_empty(), "{name}");
         history.close();
     }
 }

@@ -20,6 +20,7 @@ use sessionbox::capabilities::websockets::SocketCommand;
 use sessionbox::keyvalue::KeyValue;
 use sessionbox::keyvalue::sqlite::SqliteKeyValue;
 use sessionbox::log::LogSource;
+use sessionbox::recording::{Recording, RecordingStore};
 use sessionbox::session::TerminateCauseName;
 use sessionbox::{
     EngineConfig, FinishReason, IncomingCall, Limits, Runtime, Scenario, SessionError,
@@ -514,8 +515,25 @@ fn app_with_storage(
             backend: Arc::clone(&backend),
         }),
         variables: Arc::new(Variables::new(variables)),
+        recordings: None,
     };
     (state, backend, dir)
+}
+
+/// Recordings kept in memory.
+#[derive(Default)]
+struct KeptRecordings(Mutex<Vec<Recording>>);
+
+impl RecordingStore for KeptRecordings {
+    fn keep(
+        &self,
+        _session: &str,
+        recording: Recording,
+        _app_bytes: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        self.0.lock().unwrap().push(recording);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Sends one command to a kv-probe session; its one-line answer.
@@ -734,11 +752,16 @@ async fn ivr_menu_reads_its_prompts_from_storage(language: &Language) {
     assert_eq!(record.capabilities.refused("storage"), 0);
 }
 
-/// The everyday flow: a menu, a key, an agent dialed and connected; hold
-/// and resume reach the scenario (`media-events`, 0.3.0).
+/// The everyday flow: a menu, a key, an agent dialed, connected and
+/// recorded; hold and resume reach the scenario (`media-events`, 0.3.0).
 async fn call_centre_connects_the_caller_to_an_agent(language: &Language) {
     let (runtime, scenario) = language.load("call-centre", Limits::default());
-    let mut watched = start(runtime, &scenario, "").await;
+    let kept = Arc::new(KeptRecordings::default());
+    let app = AppState {
+        recordings: Some(Arc::clone(&kept) as Arc<dyn RecordingStore>),
+        ..AppState::default()
+    };
+    let mut watched = start_in(runtime, &scenario, "", app).await;
     let caller = watched
         .session
         .incoming_call(IncomingCall::default())
@@ -754,7 +777,7 @@ async fn call_centre_connects_the_caller_to_an_agent(language: &Language) {
     watched.session.remote_hangup(caller).unwrap();
     let record = watched.finished().await;
     assert_eq!(
-        watched.seen,
+        watched.seen[..10],
         [
             "Started",
             "CallAlerting",
@@ -765,14 +788,19 @@ async fn call_centre_connects_the_caller_to_an_agent(language: &Language) {
             "CallToneReceived",
             "CallPlaybackFinished",
             "CallConnected",
-            // The caller's; the agent's call ends with the session.
             "CallDisconnected",
-            "Terminating",
-            "Terminated",
         ]
     );
+    // The session ends once its recording is kept. The agent's call, hung
+    // up by the scenario, may end before that or with the session.
+    let rest: Vec<&str> = (watched.seen[10..].iter())
+        .copied()
+        .filter(|&event| event != "CallDisconnected")
+        .collect();
+    assert_eq!(rest, ["RecordingFinished", "Terminating", "Terminated"]);
+    let said = lines(&record, LogSource::Scenario);
     assert_eq!(
-        lines(&record, LogSource::Scenario),
+        said[..4],
         [
             format!("call {caller} is on hold"),
             format!("call {caller} is off hold"),
@@ -780,10 +808,25 @@ async fn call_centre_connects_the_caller_to_an_agent(language: &Language) {
             "caller and agent connected".into(),
         ]
     );
+    let kept = kept.0.lock().unwrap();
+    let [recording] = &kept[..] else {
+        panic!("one recording: {kept:?}");
+    };
+    assert_eq!(
+        (recording.id, recording.call, recording.channels),
+        (1, caller, 2)
+    );
+    assert_eq!(
+        said[4..],
+        [format!(
+            "recording 1 kept: {} ms",
+            recording.duration.as_millis()
+        )]
+    );
     let uses = &record.capabilities.uses;
     assert_eq!(
-        uses["calls"], 6,
-        "answer, say the menu, say 'connecting', dial, connect, hang up the agent: {uses:?}"
+        uses["calls"], 7,
+        "answer, say the menu, say 'connecting', dial, connect, record, hang up the agent: {uses:?}"
     );
     assert_eq!(record.capabilities.refused("calls"), 0);
     let host = lines(&record, LogSource::Host);

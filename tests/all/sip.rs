@@ -396,9 +396,10 @@ async fn a_call_put_on_hold_and_resumed_is_answered_in_kind() {
     let record = node
         .call_with("uac_hold.xml", "answer", Transport::Udp, &[])
         .await;
+    // The scenario hears of both (`media-events`).
     assert_eq!(
         scenario_lines(&record)[1..],
-        ["connected 1", "disconnected 1"]
+        ["connected 1", "held 1", "resumed 1", "disconnected 1"]
     );
     let notes = lines(&record, LogSource::Host);
     assert_eq!(
@@ -701,29 +702,25 @@ async fn the_call_centre_connects_its_caller_to_the_agent_it_dials() {
         "PT 96 became the caller's 101"
     );
 
-    // Ending the session ends both calls: each sipp gets its BYE.
-    let session = {
-        let list: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/v1/sessions", node.serving.url))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list["sessions"][0]["session_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let ended = reqwest::Client::new()
-        .delete(format!("{}/v1/sessions/{session}", node.serving.url))
+    // The caller hangs up (as the API tells the session): the scenario
+    // hangs up the agent, and ends the session once the recording of the
+    // conversation is kept; each sipp gets its BYE.
+    let base = format!("{}/v1/sessions", node.serving.url);
+    let api = |path: String| format!("{base}{path}");
+    let client = reqwest::Client::new();
+    let get = async |path: String| client.get(api(path)).bearer_auth(KEY).send().await.unwrap();
+    let list: serde_json::Value = get(String::new()).await.json().await.unwrap();
+    let session = list["sessions"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hung_up = client
+        .post(api(format!("/{session}/calls/1/hangup")))
         .bearer_auth(KEY)
         .send()
         .await
         .unwrap();
-    assert!(ended.status().is_success(), "{}", ended.status());
+    assert_eq!(hung_up.status(), 202);
     for (who, sipp) in [("caller", caller_sipp), ("agent", agent_sipp)] {
         if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
             panic!("sipp as the {who}: {failure}");
@@ -732,8 +729,51 @@ async fn the_call_centre_connects_its_caller_to_the_agent_it_dials() {
     let record = node.next_record().await;
     let log = scenario_lines(&record);
     assert_eq!(
-        log,
+        log[..2],
         ["dialing sales", "caller and agent connected"],
         "{log:?}"
     );
+
+    // The recording: stereo, the caller left and what the caller heard
+    // (the agent) right, as long as the scenario was told.
+    let listed: serde_json::Value = get(format!("/{session}/recordings"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let recording = &listed["recordings"][0];
+    assert_eq!(
+        (recording["n"].as_u64(), recording["channels"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let duration_ms = recording["duration_ms"].as_u64().unwrap();
+    assert_eq!(log[2], format!("recording 1 kept: {duration_ms} ms"));
+    let response = get(format!("/{session}/recordings/1")).await;
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    let wav = response.bytes().await.unwrap();
+    assert_eq!(recording["bytes"].as_u64(), Some(wav.len() as u64));
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "two channels");
+    assert_eq!(u32::from_le_bytes(wav[24..28].try_into().unwrap()), 8000);
+    let data = u32::from_le_bytes(wav[40..44].try_into().unwrap()) as u64;
+    assert_eq!(data, duration_ms * 8 * 2 * 2, "16-bit stereo at 8 kHz");
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+        .collect();
+    // The square waves decode to ±32124: the caller's on the left, the
+    // agent's (as the caller heard it) on the right.
+    let loud = |channel: usize| {
+        (samples.iter().skip(channel).step_by(2))
+            .filter(|s| s.unsigned_abs() == 32124)
+            .count()
+    };
+    assert!(
+        loud(0) >= 320,
+        "the caller's square wave, left: {}",
+        loud(0)
+    );
+    assert!(loud(1) >= 160, "the agent's, right: {}", loud(1));
+    let missing = get(format!("/{session}/recordings/2")).await;
+    assert_eq!(missing.status(), 404);
 }

@@ -13,6 +13,7 @@ use sessionbox::capabilities::AppState;
 use sessionbox::capabilities::storage::AppStorage;
 use sessionbox::capabilities::variables::{Variable, Variables};
 use sessionbox::keyvalue::sqlite::{DEFAULT_CACHE_BYTES, SqliteKeyValue};
+use sessionbox::recording::{Recording, RecordingStore};
 
 use sessionbox::sip::WavOut;
 use sessionbox::{EngineConfig, IncomingCall, Limits, Notice, Runtime, StartOptions};
@@ -65,6 +66,11 @@ enum Command {
         /// order) to this WAV file (8 kHz, mono).
         #[arg(long, value_name = "FILE", requires = "call")]
         audio_out: Option<PathBuf>,
+        /// Where the session's recordings go, as SESSION-N.wav. Without it,
+        /// recording is refused. (Calls here carry no audio: a recording
+        /// holds silence, as long as it ran.)
+        #[arg(long, value_name = "DIR")]
+        recordings: Option<PathBuf>,
         /// An HTTP request to the session after Started: 'METHOD PATH [BODY]'.
         /// Repeatable; requests are delivered in order.
         #[arg(long, value_name = "'METHOD PATH [BODY]'")]
@@ -167,6 +173,7 @@ impl Cli {
                 custom_data,
                 call,
                 audio_out,
+                recordings,
                 http,
                 idle_timeout,
                 allow_private_http,
@@ -195,7 +202,12 @@ impl Cli {
                 let runtime = Self::local_runtime(cache_dir, no_cache, &limits)?;
                 let scenario = runtime.load_file(&scenario, limits)?;
                 let storage = storage.unwrap_or_else(|| demo_dir().join("run-storage.db"));
-                let app = local_app(&runtime, scenario.name(), &storage, &vars, &secrets)?;
+                let mut app = local_app(&runtime, scenario.name(), &storage, &vars, &secrets)?;
+                if let Some(dir) = recordings {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("--recordings: creating {}", dir.display()))?;
+                    app.recordings = Some(Arc::new(RecordingsDir(dir)));
+                }
                 let call = call.map(|call| (call, audio_out));
                 run_session(&runtime, &scenario, custom_data, call, requests, app).await
             }
@@ -395,7 +407,26 @@ fn local_app(
             backend: Arc::new(backend),
         }),
         variables: Arc::new(Variables::new(variables)),
+        recordings: None,
     })
+}
+
+/// `run`'s recordings: WAV files in a directory.
+struct RecordingsDir(PathBuf);
+
+impl RecordingStore for RecordingsDir {
+    fn keep(
+        &self,
+        session: &str,
+        recording: Recording,
+        _app_bytes: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let path = self.0.join(format!("{session}-{}.wav", recording.id));
+        let written = std::fs::write(&path, &recording.wav)
+            .map(|()| eprintln!("recording {} written to {}", recording.id, path.display()))
+            .map_err(|e| format!("writing {}: {e}", path.display()));
+        Box::pin(std::future::ready(written))
+    }
 }
 
 /// Where the default app keeps its history and storage.

@@ -115,7 +115,9 @@ macro_rules! invoke {
                     .call_websocket_closed(store, *socket, *code, reason)
                     .await
             }
-            GuestCall::CallHeld { .. } => unreachable!("a media event, not an app event"),
+            GuestCall::CallHeld { .. } | GuestCall::RecordingFinished { .. } => {
+                unreachable!("a media event, not an app event")
+            }
         }
     }};
 }
@@ -141,11 +143,12 @@ pub enum EventKind {
     WebSocketClosed,
     CallHeld,
     CallResumed,
+    RecordingFinished,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         Self::Started,
         Self::CallAlerting,
         Self::HttpRequest,
@@ -164,6 +167,7 @@ impl EventKind {
         Self::WebSocketClosed,
         Self::CallHeld,
         Self::CallResumed,
+        Self::RecordingFinished,
     ];
 
     /// The event's name in notices and records (VoxEngine's, where it has
@@ -188,6 +192,7 @@ impl EventKind {
             Self::WebSocketClosed => ("WebSocketClosed", "websocket-closed"),
             Self::CallHeld => ("CallHeld", "call-held"),
             Self::CallResumed => ("CallResumed", "call-resumed"),
+            Self::RecordingFinished => ("RecordingFinished", "recording-finished"),
         }
     }
 
@@ -260,6 +265,13 @@ pub enum GuestCall {
         call: CallId,
         held: bool,
     },
+    /// `media-events`: `recording-finished`.
+    RecordingFinished {
+        recording: u32,
+        call: CallId,
+        duration_ms: u32,
+        error: Option<String>,
+    },
 }
 
 impl GuestCall {
@@ -282,6 +294,7 @@ impl GuestCall {
             Self::WebsocketClosed { .. } => EventKind::WebSocketClosed,
             Self::CallHeld { held: true, .. } => EventKind::CallHeld,
             Self::CallHeld { held: false, .. } => EventKind::CallResumed,
+            Self::RecordingFinished { .. } => EventKind::RecordingFinished,
         }
     }
 
@@ -309,6 +322,15 @@ impl GuestCall {
             Self::CallToneReceived { call, tone } => format!("call={call} tone={tone}"),
             Self::WebsocketMessage { socket, .. } => format!("socket={socket}"),
             Self::WebsocketClosed { socket, code, .. } => format!("socket={socket} code={code}"),
+            Self::RecordingFinished {
+                recording,
+                call,
+                duration_ms,
+                error,
+            } => match error {
+                None => format!("recording={recording} call={call} {duration_ms} ms"),
+                Some(error) => format!("recording={recording} call={call} not kept: {error}"),
+            },
         }
     }
 
@@ -320,8 +342,21 @@ impl GuestCall {
     {
         match (guest, self) {
             // A scenario built before 0.3.0 does not hear of media.
-            (AppEvents::Current(_, None) | AppEvents::V0_1(_), GuestCall::CallHeld { .. }) => {
-                Ok(())
+            (
+                AppEvents::Current(_, None) | AppEvents::V0_1(_),
+                GuestCall::CallHeld { .. } | GuestCall::RecordingFinished { .. },
+            ) => Ok(()),
+            (
+                AppEvents::Current(_, Some(media)),
+                GuestCall::RecordingFinished {
+                    recording,
+                    call,
+                    duration_ms,
+                    error,
+                },
+            ) => {
+                let error = error.as_deref();
+                (media.call_recording_finished(store, *recording, *call, *duration_ms, error)).await
             }
             (AppEvents::Current(_, Some(media)), GuestCall::CallHeld { call, held: true }) => {
                 media.call_call_held(store, *call).await

@@ -35,6 +35,7 @@ pub mod keyvalue;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod recording;
 pub mod runtime;
 pub mod scenario;
 pub mod session;

@@ -88,6 +88,15 @@ pub struct Limits {
     pub storage_bytes: u64,
     /// Storage operations one handler may make.
     pub storage_ops_per_handler: usize,
+    /// The longest one recording may run. A recording is held in memory
+    /// until it ends: 16 kB a second a channel.
+    #[serde(with = "millis")]
+    pub recording_max_duration: Duration,
+    /// Recordings over a session's life.
+    pub recordings_per_session: usize,
+    /// Bytes of WAV the app's kept recordings take at most (an app-wide
+    /// quota, over the history's retention).
+    pub recording_bytes: u64,
 }
 
 impl Default for Limits {
@@ -126,6 +135,9 @@ impl Default for Limits {
             storage_keys: 10_000,
             storage_bytes: 10 << 20,
             storage_ops_per_handler: 1_000,
+            recording_max_duration: Duration::from_secs(600),
+            recordings_per_session: 10,
+            recording_bytes: 1 << 30,
         }
     }
 }

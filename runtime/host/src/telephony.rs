@@ -15,6 +15,7 @@ use crate::bindings::{CallId, Header};
 use crate::destination::HostRule;
 use crate::limits::Limits;
 use crate::log::{LogSource, SessionLog};
+use crate::recording::{Recorder, RecordingId};
 
 /// A signalling-level action on a call, as the scenario asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,12 @@ pub enum CallEvent {
     PlaybackFinished,
     /// The far end put the call on hold (`true`) or took it off.
     Held(bool),
+    /// A recording of the call ended, and was kept (or, with `error`, not).
+    RecordingFinished {
+        recording: RecordingId,
+        duration: std::time::Duration,
+        error: Option<String>,
+    },
 }
 
 /// Where a call's far end sends its [`CallEvent`]s: the session's queue.
@@ -75,6 +82,10 @@ pub trait CallLink: Send + Sync + 'static {
     /// Relays what this call's far end sends to `port` from now on (the
     /// other call of a bridge), or, with None, to nothing.
     fn relay_to(&self, _port: Option<Arc<dyn MediaPort>>) {}
+
+    /// Feeds the call's audio, both ways, to `recorder` from now on, or,
+    /// with None, to no recorder. A call without media records silence.
+    fn record(&self, _recorder: Option<Arc<Recorder>>) {}
 }
 
 /// The audio codecs a call may carry: G.711, 8 kHz.

@@ -52,6 +52,8 @@ fn router(server: Arc<Server>) -> Router {
     let owned = Router::new()
         .route("/v1/sessions/{id}", delete(terminate_session))
         .route("/v1/sessions/{id}/log", get(session_log))
+        .route("/v1/sessions/{id}/recordings", get(recordings))
+        .route("/v1/sessions/{id}/recordings/{n}", get(recording))
         .route("/v1/sessions/{id}/calls/{call}/hangup", post(call_hangup))
         .route("/v1/sessions/{id}/calls/{call}/tone", post(call_tone))
         .route("/v1/sessions/{id}/calls/{call}/message", post(call_message))
@@ -421,6 +423,45 @@ async fn terminate_session(
     let handle = server.live_session(&tenant, &id).ok_or_else(no_session)?;
     handle.terminate().map_err(session_error)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /v1/sessions/{id}/recordings`: the session's kept recordings.
+async fn recordings(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    server
+        .session_of(&tenant, &id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_session)?;
+    let recordings = server
+        .recordings()
+        .list(&id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "session_id": id, "recordings": recordings })))
+}
+
+/// `GET /v1/sessions/{id}/recordings/{n}`: one recording, as WAV.
+async fn recording(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    ApiPath((id, n)): ApiPath<(String, u32)>,
+) -> ApiResult<impl IntoResponse> {
+    server
+        .session_of(&tenant, &id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_session)?;
+    let wav = server
+        .recordings()
+        .wav(&id, n)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("session {id} has no recording {n}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "audio/wav")], wav))
 }
 
 async fn call_hangup(

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 
 use crate::config::{AppConfig, BUNDLED, Config, TenantConfig};
+use crate::recordings::{AppRecordings, Recordings};
 use sessionbox_host::capabilities::AppState;
 use sessionbox_host::capabilities::storage::AppStorage;
 use sessionbox_host::keyvalue::KeyValue;
@@ -39,8 +40,14 @@ pub(crate) struct Apps {
 
 impl Apps {
     /// Loads every app's scenario (each validated; a bad one is an error
-    /// that names it). Each app's store is its own in `storage`.
-    pub fn load(config: &Config, runtime: &Runtime, storage: &Arc<dyn KeyValue>) -> Result<Apps> {
+    /// that names it). Each app's store is its own in `storage`, and its
+    /// recordings its own in `recordings`.
+    pub fn load(
+        config: &Config,
+        runtime: &Runtime,
+        storage: &Arc<dyn KeyValue>,
+        recordings: &Arc<Recordings>,
+    ) -> Result<Apps> {
         let mut apps = BTreeMap::new();
         for (name, app) in &config.apps {
             let file = (app.scenario.as_os_str() != BUNDLED)
@@ -57,6 +64,10 @@ impl Apps {
                             backend: Arc::clone(storage),
                         }),
                         variables: Arc::clone(&app.resolved_variables),
+                        recordings: Some(Arc::new(AppRecordings {
+                            app: name.clone(),
+                            recordings: Arc::clone(recordings),
+                        })),
                     },
                     file,
                 },

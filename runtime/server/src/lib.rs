@@ -19,6 +19,7 @@ mod listener;
 mod live;
 pub mod postgres;
 mod quota;
+pub mod recordings;
 mod sip;
 mod start;
 
@@ -37,6 +38,7 @@ use crate::live::{Access, LiveSessions};
 use crate::postgres::Postgres;
 use crate::postgres::keyvalue::PgKeyValue;
 use crate::postgres::nodes::{Load, Node};
+use crate::recordings::Recordings;
 use sessionbox_host::cache::ComponentCache;
 use sessionbox_host::engine::EngineConfig;
 use sessionbox_host::keyvalue::KeyValue;
@@ -58,6 +60,7 @@ pub struct Server {
     quotas: quota::Quotas,
     live: LiveSessions,
     history: History,
+    recordings: Arc<Recordings>,
     /// The name this node's sessions carry in the history.
     node_id: String,
     /// This node's place among several, when it has one.
@@ -128,7 +131,11 @@ impl Server {
             )?),
             Stored::Postgres(postgres) => PgKeyValue::new(Arc::clone(postgres)),
         };
-        let apps = Apps::load(&config, &runtime, &storage)?;
+        let recordings = Arc::new(match &databases.history {
+            Stored::File(path) => Recordings::sqlite(path)?,
+            Stored::Postgres(postgres) => Recordings::Postgres(Arc::clone(postgres)),
+        });
+        let apps = Apps::load(&config, &runtime, &storage, &recordings)?;
         let metrics = Arc::clone(runtime.metrics());
         let (history, interrupted) = match &databases.history {
             Stored::File(path) => History::sqlite(path, settings.retention_days, metrics)?,
@@ -177,6 +184,7 @@ impl Server {
             apps,
             live: LiveSessions::default(),
             history,
+            recordings,
             node_id,
             cluster,
             draining: AtomicBool::new(false),
@@ -389,6 +397,10 @@ impl Server {
     /// The history, for the API's listings and logs.
     fn history(&self) -> &History {
         &self.history
+    }
+
+    fn recordings(&self) -> &Recordings {
+        &self.recordings
     }
 
     /// Asks every live session to end (Terminating, then Terminated).

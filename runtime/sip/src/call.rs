@@ -19,6 +19,7 @@ use super::media::{Rtp, RtpSender};
 use super::prompt::{self, Samples};
 use super::sdp::{self, Codec, MediaDirection, RemoteAudio, TELEPHONE_EVENT};
 use super::speech;
+use sessionbox_host::recording::Recorder;
 use sessionbox_host::telephony::{CallAction, CallContext, CallLink, MediaPort};
 
 /// The session's side of a SIP call: actions go to the call's task; a
@@ -40,6 +41,10 @@ impl CallLink for SipLink {
 
     fn relay_to(&self, port: Option<Arc<dyn MediaPort>>) {
         self.rtp.relay_to(port);
+    }
+
+    fn record(&self, recorder: Option<Arc<Recorder>>) {
+        self.rtp.record(recorder);
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::g711;
 use super::prompt::Samples;
 use super::sdp::{self, RemoteAudio, rand_u32};
+use sessionbox_host::recording::Recorder;
 use sessionbox_host::sync::MutexExt;
 use sessionbox_host::telephony::{FrameKind, MediaFrame, MediaPort};
 
@@ -67,6 +68,8 @@ struct Stream {
     closed: AtomicBool,
     /// The other call of a bridge, which hears what this far end sends.
     relay_to: Mutex<Option<Arc<dyn MediaPort>>>,
+    /// A recording of the call, fed both ways.
+    recorder: Mutex<Option<Arc<Recorder>>>,
 }
 
 /// Where the stream we send is: the same SSRC, sequence and timeline across
@@ -138,6 +141,7 @@ impl Rtp {
             prompting: AtomicBool::default(),
             closed: AtomicBool::default(),
             relay_to: Mutex::default(),
+            recorder: Mutex::default(),
         }));
         Ok(Rtp {
             sender,
@@ -201,6 +205,12 @@ impl Rtp {
                 if source != from {
                     continue;
                 }
+                if let FrameKind::Audio(codec) = kind
+                    && let Some(recorder) = stream.recorder.locked().as_ref()
+                {
+                    let samples = g711::decode(codec, packet.payload);
+                    recorder.heard(packet.ssrc, packet.timestamp, &samples);
+                }
                 let relay_to = stream.relay_to.locked().clone();
                 if let Some(port) = relay_to {
                     port.relay(&MediaFrame {
@@ -240,16 +250,27 @@ impl RtpSender {
         *self.0.relay_to.locked() = port;
     }
 
+    /// Feeds the call's audio, both ways, to `recorder` from now on, or to
+    /// none.
+    pub fn record(&self, recorder: Option<Arc<Recorder>>) {
+        *self.0.recorder.locked() = recorder;
+    }
+
     /// The call has ended: nothing more goes out, nor on to a bridge.
     pub fn close(&self) {
         self.0.closed.store(true, Ordering::Relaxed);
         self.relay_to(None);
+        self.record(None);
     }
 
-    /// Sends one packet to the far end, unless the call is held or over.
-    async fn send(&self, packet: &[u8], remote: &RemoteAudio) {
+    /// Sends one packet of `samples` to the far end, unless the call is
+    /// held or over; a recording hears what went.
+    async fn send(&self, packet: &[u8], remote: &RemoteAudio, samples: &[i16]) {
         if self.is_held() || self.0.closed.load(Ordering::Relaxed) {
             return;
+        }
+        if let Some(recorder) = self.0.recorder.locked().as_ref() {
+            recorder.sent(samples);
         }
         let to = self.0.latched.locked().unwrap_or(remote.addr);
         // A lost packet is lost: RTP does not resend.
@@ -268,7 +289,8 @@ impl RtpSender {
         let payload = g711::encode(codec, &samples);
         let silence = g711::encode(codec, &[0]);
         let mut ticks = tokio::time::interval(PACKET_TIME);
-        for (index, frame) in payload.chunks(FRAME).enumerate() {
+        for (index, (frame, linear)) in payload.chunks(FRAME).zip(samples.chunks(FRAME)).enumerate()
+        {
             ticks.tick().await;
             let mut packet = Vec::with_capacity(12 + FRAME);
             {
@@ -288,7 +310,7 @@ impl RtpSender {
             packet.resize(12 + FRAME, silence[0]);
             // On hold the timeline runs on and nothing is sent, so a
             // prompt still ends when it would have.
-            self.send(&packet, &remote).await;
+            self.send(&packet, &remote, linear).await;
         }
     }
 }
@@ -359,6 +381,11 @@ impl MediaPort for RtpSender {
         packet.extend_from_slice(payload);
         if stream.held.load(Ordering::Relaxed) || stream.closed.load(Ordering::Relaxed) {
             return;
+        }
+        if frame.kind != FrameKind::TelephoneEvent
+            && let Some(recorder) = stream.recorder.locked().as_ref()
+        {
+            recorder.sent(&g711::decode(remote.codec, payload));
         }
         let to = stream.latched.locked().unwrap_or(remote.addr);
         let _ = stream.relay_socket.send_to(&packet, to);

@@ -3,10 +3,13 @@
 //!
 //! Key 1 dials `sales` and key 2 dials `support`, through the node's SIP
 //! trunk (in `sessionbox run`, calls are answered in process). Any other key
-//! repeats the menu. When the agent answers, caller and agent are connected.
-//! If the agent cannot be reached, the caller hears an apology and the call
-//! ends. When either side hangs up, so does the other, and the session ends.
+//! repeats the menu. When the agent answers, caller and agent are connected,
+//! and the conversation is recorded in stereo (the caller left, the agent
+//! right). If the agent cannot be reached, the caller hears an apology and
+//! the call ends. When either side hangs up, so does the other, and the
+//! session ends once the recording is kept.
 
+use sessionbox_guest::media::{RecordingId, RecordingOptions};
 use sessionbox_guest::{
     Call, CallAlertingEvent, CallId, Refusal, Scenario, calls, export_scenario, log, media,
     session,
@@ -21,6 +24,8 @@ struct CallCentre {
     agent: Option<Call>,
     /// The apology is playing: the call ends when it finishes.
     ending: bool,
+    /// The conversation's recording, while it runs.
+    recording: Option<RecordingId>,
 }
 
 /// Refusals are ordinary values: log them and carry on.
@@ -78,6 +83,14 @@ impl Scenario for CallCentre {
         } else if let (Some(caller), Some(agent)) = (&self.caller, &self.agent) {
             check(media::connect(caller, agent));
             log("caller and agent connected");
+            let options = RecordingOptions {
+                stereo: true,
+                max_seconds: 3600,
+            };
+            match media::start_recording(caller, options) {
+                Ok(recording) => self.recording = Some(recording),
+                Err(refusal) => log(&format!("refused: {refusal}")),
+            }
         }
     }
 
@@ -109,15 +122,42 @@ impl Scenario for CallCentre {
     }
 
     fn call_disconnected(&mut self, id: CallId) {
+        // The side that hung up goes, and takes the other with it. (The
+        // other's own end, which follows, concerns neither any more.)
         let other = if is(&self.caller, id) {
+            self.caller = None;
             self.agent.take()
-        } else {
+        } else if is(&self.agent, id) {
+            self.agent = None;
             self.caller.take()
+        } else {
+            return;
         };
         if let Some(other) = other {
             check(other.hangup());
         }
-        check(session::terminate());
+        // The recording ends with the call; the session waits until it is
+        // kept.
+        if self.recording.is_none() {
+            check(session::terminate());
+        }
+    }
+
+    fn recording_finished(
+        &mut self,
+        recording: RecordingId,
+        _call: CallId,
+        duration_ms: u32,
+        error: Option<String>,
+    ) {
+        match error {
+            None => log(&format!("recording {recording} kept: {duration_ms} ms")),
+            Some(error) => log(&format!("recording {recording} not kept: {error}")),
+        }
+        self.recording = None;
+        if self.caller.is_none() {
+            check(session::terminate());
+        }
     }
 
     fn call_held(&mut self, id: CallId) {

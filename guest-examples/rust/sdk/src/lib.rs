@@ -130,11 +130,15 @@ pub mod calls {
     }
 }
 
-/// Connecting the session's calls to each other: [`media::connect`] bridges
-/// two connected calls (audio both ways, key presses relayed), until
-/// [`media::disconnect`] or either call ends.
+/// What a scenario does with its calls' audio: [`media::connect`] bridges
+/// two connected calls (audio both ways, key presses relayed) until
+/// [`media::disconnect`] or either call ends; [`media::start_recording`]
+/// records a call until [`media::stop_recording`], its time is up or the
+/// call ends, and [`Scenario::recording_finished`] follows.
 pub mod media {
-    pub use crate::bindings::sessionbox::scenario0_3_0::media::{connect, disconnect};
+    pub use crate::bindings::sessionbox::scenario0_3_0::media::{
+        RecordingId, RecordingOptions, connect, disconnect, start_recording, stop_recording,
+    };
 }
 
 /// Why the host did not do what the scenario asked.
@@ -300,6 +304,16 @@ pub trait Scenario: Default + 'static {
     fn call_held(&mut self, call: CallId) {}
     /// The far end took the call off hold.
     fn call_resumed(&mut self, call: CallId) {}
+    /// A recording ended: kept, `duration_ms` long, unless `error` says why
+    /// not. Fetch it from `/v1/sessions/{id}/recordings/{recording}`.
+    fn recording_finished(
+        &mut self,
+        recording: media::RecordingId,
+        call: CallId,
+        duration_ms: u32,
+        error: Option<String>,
+    ) {
+    }
 }
 
 /// Makes a [`Scenario`] type the component's `app-events` export.
@@ -393,6 +407,16 @@ macro_rules! export_scenario {
                 }
                 fn call_resumed(call: __media::CallId) {
                     with(|s| $crate::Scenario::call_resumed(s, call))
+                }
+                fn recording_finished(
+                    recording: __media::RecordingId,
+                    call: __media::CallId,
+                    duration_ms: u32,
+                    error: ::core::option::Option<::std::string::String>,
+                ) {
+                    with(|s| {
+                        $crate::Scenario::recording_finished(s, recording, call, duration_ms, error)
+                    })
                 }
             }
 

@@ -26,6 +26,7 @@ use crate::destination::HostRule;
 use crate::guest::GuestCall;
 use crate::limits::Limits;
 use crate::log::SessionLog;
+use crate::recording::{Recorder, RecordingId, RecordingStore};
 use crate::sync::MutexExt;
 use crate::telephony::{
     CallAction, CallContext, CallEvent, CallEvents, CallLink, ConnectCall, DialRequest, Dialer,
@@ -76,6 +77,13 @@ pub struct Calls {
     next_outbound: CallId,
     /// Each bridged call's other side (both ways round).
     bridges: BTreeMap<CallId, CallId>,
+    /// Recordings in progress.
+    recordings: BTreeMap<RecordingId, Arc<Recorder>>,
+    /// Recordings started, which numbers them.
+    recordings_started: u32,
+    /// Where the app keeps recordings, if anywhere.
+    recording_store: Option<Arc<dyn RecordingStore>>,
+    session_id: String,
 }
 
 struct Leg {
@@ -187,6 +195,21 @@ impl Calls {
             CallEvent::Held(held) => self
                 .is_connected(call)
                 .then_some(GuestCall::CallHeld { call, held }),
+            // Told whatever became of the call meanwhile.
+            CallEvent::RecordingFinished {
+                recording,
+                duration,
+                error,
+            } => {
+                // One that ran out of time is still listed as in progress.
+                self.end_recording(recording);
+                Some(GuestCall::RecordingFinished {
+                    recording,
+                    call,
+                    duration_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
+                    error,
+                })
+            }
         }
     }
 
@@ -230,6 +253,7 @@ impl Calls {
     fn leg_ended(&mut self, call: CallId) {
         self.live.remove(call);
         self.unbridge(call);
+        self.stop_recordings_of(call);
     }
 
     /// Incoming calls not yet answered or ended.
@@ -410,6 +434,10 @@ impl Factor for Calls {
             attempts: 0,
             next_outbound: CallId::MAX,
             bridges: BTreeMap::new(),
+            recordings: BTreeMap::new(),
+            recordings_started: 0,
+            recording_store: cx.app.recordings.clone(),
+            session_id: cx.id.to_owned(),
         }
     }
 
@@ -915,5 +943,115 @@ mod tests {
             assert_eq!(link.relays.locked().last(), Some(&None));
         }
         assert!(session.calls.bridges.is_empty());
+    }
+
+    /// Recordings kept in memory.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<crate::recording::Recording>>);
+
+    impl RecordingStore for Kept {
+        fn keep(
+            &self,
+            _session: &str,
+            recording: crate::recording::Recording,
+            _app_bytes: u64,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        {
+            self.0.locked().push(recording);
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    fn options(max_seconds: u32) -> crate::bindings::media::RecordingOptions {
+        crate::bindings::media::RecordingOptions {
+            stereo: false,
+            max_seconds,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recordings_are_limited_and_end_by_themselves() {
+        let limits = Limits {
+            recording_max_duration: std::time::Duration::from_secs(2),
+            recordings_per_session: 2,
+            ..Limits::default()
+        };
+        let mut fixture = Fixture::new(limits);
+        let kept = Arc::new(Kept::default());
+        fixture.app.recordings = Some(Arc::clone(&kept) as Arc<dyn RecordingStore>);
+        let mut session = Session {
+            calls: Calls::new(&fixture.context()),
+            gate: fixture.gate(),
+            table: ResourceTable::new(),
+            fixture,
+        };
+        session.ring(1, in_process());
+        let record = |session: &mut Session, call, max| {
+            let started = session
+                .calls
+                .start_recording(&session.gate, call, options(max));
+            started.map_err(|refusal| refusal.reason)
+        };
+        assert_eq!(
+            record(&mut session, 1, 60).unwrap_err(),
+            "cannot record call 1: it is alerting"
+        );
+        session.act(1, CallAction::Answer).unwrap();
+        session.calls.admit(1, CallEvent::Connected).unwrap();
+        session.fixture.received.take();
+        assert_eq!(
+            record(&mut session, 1, 0).unwrap_err(),
+            "a recording needs a max-seconds above 0"
+        );
+
+        // "Forever" is cut to the app's longest, after which it ends and
+        // is kept by itself.
+        assert_eq!(record(&mut session, 1, u32::MAX), Ok(1));
+        assert_eq!(
+            record(&mut session, 1, 60).unwrap_err(),
+            "call 1 is already being recorded (recording 1)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        let finished = session.fixture.received.take();
+        let [(1, event)] = &finished[..] else {
+            panic!("{finished:?}");
+        };
+        assert_eq!(
+            *event,
+            CallEvent::RecordingFinished {
+                recording: 1,
+                duration: std::time::Duration::from_secs(2),
+                error: None
+            }
+        );
+        let delivered = session.calls.admit(1, event.clone());
+        assert!(matches!(
+            delivered,
+            Some(GuestCall::RecordingFinished { recording: 1, .. })
+        ));
+        assert_eq!(kept.0.locked().len(), 1);
+
+        // The call may be recorded again, as the session's limit allows.
+        assert_eq!(record(&mut session, 1, 60), Ok(2));
+        session.calls.stop_recording(&session.gate, 2).unwrap();
+        assert_eq!(
+            session
+                .calls
+                .stop_recording(&session.gate, 2)
+                .unwrap_err()
+                .reason,
+            "recording 2 is not in progress"
+        );
+        assert_eq!(
+            record(&mut session, 1, 60).unwrap_err(),
+            "2 recordings per session is the limit"
+        );
+    }
+
+    #[test]
+    fn without_a_store_recording_is_refused() {
+        let mut session = Session::connected();
+        let refused = session.calls.start_recording(&session.gate, 1, options(60));
+        assert_eq!(refused.unwrap_err().reason, "this node keeps no recordings");
     }
 }

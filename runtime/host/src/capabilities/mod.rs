@@ -29,6 +29,7 @@ use crate::destination::HostRule;
 use crate::limits::Limits;
 use crate::log::SessionLog;
 use crate::metrics::Metrics;
+use crate::recording::RecordingStore;
 use crate::shared_limits::SharedLimits;
 use crate::telephony::{CallEvents, Dialer};
 
@@ -59,12 +60,14 @@ pub trait Factor: Sized + Send + 'static {
 }
 
 /// What the sessions of one app share besides their scenario: its
-/// key-value store (none: storage is refused as unavailable) and its
-/// variables.
+/// key-value store (none: storage is refused as unavailable), its
+/// variables, and where its recordings are kept (none: recording is
+/// refused).
 #[derive(Clone, Default)]
 pub struct AppState {
     pub storage: Option<storage::AppStorage>,
     pub variables: Arc<variables::Variables>,
+    pub recordings: Option<Arc<dyn RecordingStore>>,
 }
 
 /// What every capability's view shares: the gate and the table of the

@@ -47,6 +47,19 @@ CREATE TABLE IF NOT EXISTS log_lines (
     text TEXT NOT NULL,
     PRIMARY KEY (session_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recordings (
+    session_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    call INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    wav BLOB NOT NULL,
+    PRIMARY KEY (session_id, n)
+);
+CREATE INDEX IF NOT EXISTS recordings_by_app ON recordings (app);
 ";
 
 impl History {
@@ -205,11 +218,15 @@ impl Sink for SqliteSink {
 
     fn expire(&mut self, retention_days: u32) -> Result<()> {
         let horizon = retention_horizon_ms(retention_days);
-        self.0.execute(
-            "DELETE FROM log_lines WHERE session_id IN
-                 (SELECT id FROM sessions WHERE started_at_ms < ?1 AND state != 'live')",
-            [horizon],
-        )?;
+        for table in ["log_lines", "recordings"] {
+            self.0.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE session_id IN
+                         (SELECT id FROM sessions WHERE started_at_ms < ?1 AND state != 'live')"
+                ),
+                [horizon],
+            )?;
+        }
         self.0.execute(
             "DELETE FROM sessions WHERE started_at_ms < ?1 AND state != 'live'",
             [horizon],

@@ -209,16 +209,21 @@ impl Sink for PgSink {
     }
 }
 
-/// Drops finished sessions (and their logs) older than the retention.
+/// Drops finished sessions (and their logs and recordings) older than the
+/// retention.
 async fn expire(client: &Client, retention_days: u32) -> Result<u64, tokio_postgres::Error> {
     let horizon = retention_horizon_ms(retention_days) as i64;
-    client
-        .execute(
-            "DELETE FROM log_lines WHERE session_id IN
-                 (SELECT id FROM sessions WHERE started_at_ms < $1 AND state != 'live')",
-            &[&horizon],
-        )
-        .await?;
+    for table in ["log_lines", "recordings"] {
+        client
+            .execute(
+                &format!(
+                    "DELETE FROM {table} WHERE session_id IN
+                         (SELECT id FROM sessions WHERE started_at_ms < $1 AND state != 'live')"
+                ),
+                &[&horizon],
+            )
+            .await?;
+    }
     client
         .execute(
             "DELETE FROM sessions WHERE started_at_ms < $1 AND state != 'live'",

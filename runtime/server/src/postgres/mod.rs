@@ -99,6 +99,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER kv_usage_kept AFTER INSERT OR DELETE OR UPDATE OF value ON kv
     FOR EACH ROW EXECUTE FUNCTION kv_track_usage();
     "#,
+    // 2: call recordings, kept with their session's history.
+    r#"
+    CREATE TABLE recordings (
+        session_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        app TEXT NOT NULL,
+        call BIGINT NOT NULL,
+        channels INTEGER NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        bytes BIGINT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        wav BYTEA NOT NULL,
+        PRIMARY KEY (session_id, n)
+    );
+    CREATE INDEX recordings_by_app ON recordings (app);
+    "#,
 ];
 
 /// Taken while migrating: one node migrates, the others wait and find the

@@ -123,6 +123,14 @@ impl Scenario for SipProbe {
         self.calls.remove(&id);
     }
 
+    fn call_held(&mut self, id: CallId) {
+        log(&format!("held {id}"));
+    }
+
+    fn call_resumed(&mut self, id: CallId) {
+        log(&format!("resumed {id}"));
+    }
+
     fn call_failed(&mut self, id: CallId, code: u16, reason: String) {
         log(&format!("failed {id} {code} {reason}"));
         self.calls.remove(&id);
