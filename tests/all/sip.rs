@@ -18,6 +18,7 @@ use sessionbox::config::Config;
 use sessionbox::log::LogSource;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const KEY: &str = "sip-test-key";
 /// The node's RTP ports.
@@ -42,6 +43,12 @@ async fn node(trunk: Option<String>) -> Node {
 
 /// The same with the guest `guest` as the app.
 async fn node_running(guest: &str, trunk: Option<String>) -> Node {
+    node_with_limits(guest, trunk, "http_allow_private = true").await
+}
+
+/// The same with `limits` (inside the app's `limits` table) besides the
+/// short waits.
+async fn node_with_limits(guest: &str, trunk: Option<String>, limits: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let trunk = trunk
         .map(|fields| format!("trunk = {{ {fields} }}"))
@@ -57,7 +64,7 @@ async fn node_running(guest: &str, trunk: Option<String>) -> Node {
         scenario = "{probe}"
         # Short waits so sessions end soon after their calls; the prompt
         # server is on loopback.
-        limits = {{ idle_timeout = 200, unanswered_call = 1500, http_allow_private = true }}
+        limits = {{ idle_timeout = 200, unanswered_call = 1500, {limits} }}
         [sip]
         listen = "127.0.0.1:0"
         rtp_ports = [{RTP_LOW}, {RTP_HIGH}]
@@ -776,4 +783,156 @@ async fn the_call_centre_connects_its_caller_to_the_agent_it_dials() {
     assert!(loud(1) >= 160, "the agent's, right: {}", loud(1));
     let missing = get(format!("/{session}/recordings/2")).await;
     assert_eq!(missing.status(), 404);
+}
+
+/// The next JSON text message on a Media Streams socket.
+async fn next_json<S>(socket: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a Media Streams message in time")
+            .expect("the stream is open")
+            .unwrap();
+        if let WsMessage::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_carries_the_callers_audio_out_and_the_servers_back() {
+    use base64::Engine as _;
+    use futures_util::SinkExt;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/media", server.local_addr().unwrap());
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut node = node(None).await;
+    let keys = [
+        ("rtp_port", caller.local_addr().unwrap().port().to_string()),
+        ("prompt_url", url.clone()),
+    ];
+    let sipp = Sipp::call("uac_play.xml", node.sip, "stream", Transport::Udp, &keys);
+
+    let (tcp, _) = tokio::time::timeout(PATIENCE, server.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let connected = next_json(&mut socket).await;
+    assert_eq!(connected["event"], "connected");
+    let start = next_json(&mut socket).await;
+    assert_eq!(start["event"], "start");
+    assert_eq!(start["start"]["customParameters"]["from"], "sipp");
+    assert_eq!(start["start"]["mediaFormat"]["encoding"], "audio/x-mulaw");
+    let sid = start["streamSid"].as_str().unwrap().to_owned();
+    assert!(sid.starts_with("MZ"), "{sid}");
+
+    // The server speaks first (a greeting, then a mark): the caller hears
+    // it, and the mark comes back once it has played.
+    let greeting: Vec<u8> = [0x80, 0x00].repeat(160);
+    for message in [
+        serde_json::json!({ "event": "media", "streamSid": sid, "media": { "payload": b64.encode(&greeting) } }),
+        serde_json::json!({ "event": "mark", "streamSid": sid, "mark": { "name": "greeted" } }),
+    ] {
+        socket
+            .send(WsMessage::text(message.to_string()))
+            .await
+            .unwrap();
+    }
+    let mut heard = Vec::new();
+    let mut node_side = None;
+    while heard.len() < greeting.len() {
+        let (packet, from) = receive_until("the greeting", &caller, |p| payload_type(p) == 0).await;
+        heard.extend_from_slice(&packet[12..]);
+        node_side = Some(from);
+    }
+    assert_eq!(
+        heard, greeting,
+        "two packets of the server's audio, in order"
+    );
+    let mark = next_json(&mut socket).await;
+    assert_eq!(
+        (mark["event"].as_str(), mark["mark"]["name"].as_str()),
+        (Some("mark"), Some("greeted"))
+    );
+
+    // The caller talks and presses 3: the server gets the audio as it was
+    // sent (μ-law both), 20 ms a message, and the key.
+    let node_side = node_side.unwrap();
+    let spoken: Vec<Vec<u8>> = (0..3u8).map(|n| vec![0x10 + n; 160]).collect();
+    for (index, payload) in spoken.iter().enumerate() {
+        let packet = rtp(0, index == 0, index as u16, 160 * index as u32, payload);
+        caller.send_to(&packet, node_side).await.unwrap();
+    }
+    for sequence in 10..13 {
+        caller
+            .send_to(&key_press(101, sequence, 9_000, 3), node_side)
+            .await
+            .unwrap();
+    }
+    for (index, payload) in spoken.iter().enumerate() {
+        let media = next_json(&mut socket).await;
+        assert_eq!(media["event"], "media", "{media}");
+        assert_eq!(media["media"]["chunk"], (index + 1).to_string());
+        let decoded = b64
+            .decode(media["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&decoded, payload);
+    }
+    let dtmf = next_json(&mut socket).await;
+    assert_eq!(
+        (dtmf["event"].as_str(), dtmf["dtmf"]["digit"].as_str()),
+        (Some("dtmf"), Some("3"))
+    );
+
+    // The server hangs up: the scenario hears why, and ends the call.
+    socket
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000u16.into(),
+            reason: "goodbye".into(),
+        }))
+        .await
+        .unwrap();
+    if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
+        panic!("sipp: {failure}");
+    }
+    let record = node.next_record().await;
+    let log = scenario_lines(&record);
+    assert_eq!(
+        log[1..],
+        [
+            "header 1 X-Prompt: ".to_owned() + &url,
+            "connected 1".into(),
+            "streaming 1 as 1".into(),
+            "tone 1 3".into(),
+            "stream-ended 1 1 the server closed it (1000 goodbye)".into(),
+            "disconnected 1".into(),
+        ],
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_to_a_private_address_is_refused_cleanly() {
+    // Without http_allow_private: loopback is out of bounds.
+    let mut node = node_with_limits("sip-probe", None, "http_allow_private = false").await;
+    let keys = [("prompt_url", "ws://127.0.0.1:9/media".to_owned())];
+    let record = node
+        .call_with("uac_play.xml", "stream", Transport::Udp, &keys)
+        .await;
+    let log = scenario_lines(&record);
+    let ended = log
+        .iter()
+        .find(|line| line.starts_with("stream-ended 1 1 "));
+    let ended = ended.unwrap_or_else(|| panic!("{log:?}"));
+    assert!(
+        ended.starts_with("stream-ended 1 1 could not connect: ") && ended.contains("127.0.0.1"),
+        "{ended}"
+    );
 }

@@ -115,9 +115,9 @@ macro_rules! invoke {
                     .call_websocket_closed(store, *socket, *code, reason)
                     .await
             }
-            GuestCall::CallHeld { .. } | GuestCall::RecordingFinished { .. } => {
-                unreachable!("a media event, not an app event")
-            }
+            GuestCall::CallHeld { .. }
+            | GuestCall::RecordingFinished { .. }
+            | GuestCall::StreamEnded { .. } => unreachable!("a media event, not an app event"),
         }
     }};
 }
@@ -144,11 +144,12 @@ pub enum EventKind {
     CallHeld,
     CallResumed,
     RecordingFinished,
+    StreamEnded,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         Self::Started,
         Self::CallAlerting,
         Self::HttpRequest,
@@ -168,6 +169,7 @@ impl EventKind {
         Self::CallHeld,
         Self::CallResumed,
         Self::RecordingFinished,
+        Self::StreamEnded,
     ];
 
     /// The event's name in notices and records (VoxEngine's, where it has
@@ -193,6 +195,7 @@ impl EventKind {
             Self::CallHeld => ("CallHeld", "call-held"),
             Self::CallResumed => ("CallResumed", "call-resumed"),
             Self::RecordingFinished => ("RecordingFinished", "recording-finished"),
+            Self::StreamEnded => ("StreamEnded", "stream-ended"),
         }
     }
 
@@ -265,6 +268,12 @@ pub enum GuestCall {
         call: CallId,
         held: bool,
     },
+    /// `media-events`: `stream-ended`.
+    StreamEnded {
+        stream: u32,
+        call: CallId,
+        reason: String,
+    },
     /// `media-events`: `recording-finished`.
     RecordingFinished {
         recording: u32,
@@ -295,6 +304,7 @@ impl GuestCall {
             Self::CallHeld { held: true, .. } => EventKind::CallHeld,
             Self::CallHeld { held: false, .. } => EventKind::CallResumed,
             Self::RecordingFinished { .. } => EventKind::RecordingFinished,
+            Self::StreamEnded { .. } => EventKind::StreamEnded,
         }
     }
 
@@ -322,6 +332,11 @@ impl GuestCall {
             Self::CallToneReceived { call, tone } => format!("call={call} tone={tone}"),
             Self::WebsocketMessage { socket, .. } => format!("socket={socket}"),
             Self::WebsocketClosed { socket, code, .. } => format!("socket={socket} code={code}"),
+            Self::StreamEnded {
+                stream,
+                call,
+                reason,
+            } => format!("stream={stream} call={call} {reason}"),
             Self::RecordingFinished {
                 recording,
                 call,
@@ -344,8 +359,18 @@ impl GuestCall {
             // A scenario built before 0.3.0 does not hear of media.
             (
                 AppEvents::Current(_, None) | AppEvents::V0_1(_),
-                GuestCall::CallHeld { .. } | GuestCall::RecordingFinished { .. },
+                GuestCall::CallHeld { .. }
+                | GuestCall::RecordingFinished { .. }
+                | GuestCall::StreamEnded { .. },
             ) => Ok(()),
+            (
+                AppEvents::Current(_, Some(media)),
+                GuestCall::StreamEnded {
+                    stream,
+                    call,
+                    reason,
+                },
+            ) => media.call_stream_ended(store, *stream, *call, reason).await,
             (
                 AppEvents::Current(_, Some(media)),
                 GuestCall::RecordingFinished {

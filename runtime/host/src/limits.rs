@@ -97,6 +97,15 @@ pub struct Limits {
     /// Bytes of WAV the app's kept recordings take at most (an app-wide
     /// quota, over the history's retention).
     pub recording_bytes: u64,
+    /// Audio streams over a session's life.
+    pub streams_per_session: usize,
+    /// Messages of a call's audio (20 ms each) waiting for a stream's
+    /// server; past this, newer audio is dropped.
+    pub stream_send_queue: usize,
+    /// Audio a stream's server may send ahead of what has played; past
+    /// this, the excess is dropped.
+    #[serde(with = "millis")]
+    pub stream_play_buffer: Duration,
 }
 
 impl Default for Limits {
@@ -138,6 +147,9 @@ impl Default for Limits {
             recording_max_duration: Duration::from_secs(600),
             recordings_per_session: 10,
             recording_bytes: 1 << 30,
+            streams_per_session: 10,
+            stream_send_queue: 50,
+            stream_play_buffer: Duration::from_secs(30),
         }
     }
 }

@@ -35,7 +35,19 @@ pub enum CallAction {
     SendMessage {
         text: String,
     },
+    /// Streams the call's audio to a WebSocket server, and plays what it
+    /// sends back (Twilio's Media Streams).
+    StartStream {
+        stream: StreamId,
+        url: String,
+        /// The `start` message's `customParameters`: names and values.
+        parameters: Vec<(String, String)>,
+    },
+    StopStream,
 }
+
+/// Names a call's audio stream within its session (from 1).
+pub type StreamId = u32;
 
 /// What the far end of a call reports: each becomes a call event for the
 /// scenario, if the call is in a state that expects it.
@@ -54,6 +66,11 @@ pub enum CallEvent {
     PlaybackFinished,
     /// The far end put the call on hold (`true`) or took it off.
     Held(bool),
+    /// The call's audio stream ended, for `reason`.
+    StreamEnded {
+        stream: StreamId,
+        reason: String,
+    },
     /// A recording of the call ended, and was kept (or, with `error`, not).
     RecordingFinished {
         recording: RecordingId,
@@ -198,6 +215,12 @@ impl CallContext {
         self.send(CallEvent::Held(held));
     }
 
+    /// The call's audio stream `stream` ended, for `reason`.
+    pub fn stream_ended(&self, stream: StreamId, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.send(CallEvent::StreamEnded { stream, reason });
+    }
+
     /// A line in the session log from the host about this call (e.g. why a
     /// prompt could not be played).
     pub fn note(&self, line: &str) {
@@ -235,8 +258,13 @@ impl CallLink for InProcessLink {
             CallAction::Answer => self.0.connected(),
             CallAction::Hangup => self.0.disconnected(),
             CallAction::Say { .. } | CallAction::Play { .. } => self.0.playback_finished(),
+            CallAction::StartStream { stream, .. } => self.0.stream_ended(
+                stream,
+                "a call answered in process carries no audio to stream",
+            ),
             // The far end takes a rejection or a message without a reply.
-            CallAction::Reject { .. } | CallAction::SendMessage { .. } => {}
+            CallAction::Reject { .. } | CallAction::SendMessage { .. } | CallAction::StopStream => {
+            }
         }
     }
 }

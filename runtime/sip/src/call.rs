@@ -19,6 +19,7 @@ use super::media::{Rtp, RtpSender};
 use super::prompt::{self, Samples};
 use super::sdp::{self, Codec, MediaDirection, RemoteAudio, TELEPHONE_EVENT};
 use super::speech;
+use super::stream::MediaStream;
 use sessionbox_host::recording::Recorder;
 use sessionbox_host::telephony::{CallAction, CallContext, CallLink, MediaPort};
 
@@ -97,6 +98,8 @@ struct Running {
     answered: bool,
     connected: bool,
     playback: Option<JoinHandle<()>>,
+    /// The call's audio stream, while it runs.
+    stream: Option<MediaStream>,
     /// Ids the dialog had (an outbound one changes when answered).
     ids: Vec<DialogId>,
 }
@@ -138,6 +141,7 @@ impl SipCall {
             answered: false,
             connected: false,
             playback: None,
+            stream: None,
         };
         loop {
             let answered = async {
@@ -400,6 +404,26 @@ impl Running {
                 self.play(Prompt::File(url));
                 Next::Continue
             }
+            CallAction::StartStream {
+                stream,
+                url,
+                parameters,
+            } => {
+                // The host allows one at a time; a new one replaces any.
+                if let Some(mut previous) = self.stream.take() {
+                    previous.stop("replaced by another stream");
+                }
+                let sender = self.rtp.sender();
+                let context = self.context.clone();
+                self.stream = Some(MediaStream::start(stream, url, parameters, sender, context));
+                Next::Continue
+            }
+            CallAction::StopStream => {
+                if let Some(stream) = &mut self.stream {
+                    stream.stop("stopped by the scenario");
+                }
+                Next::Continue
+            }
             CallAction::SendMessage { text } => {
                 let dialog = self.dialog.clone();
                 let context = self.context.clone();
@@ -510,7 +534,11 @@ impl Running {
         }));
     }
 
-    fn finish(self) {
+    fn finish(mut self) {
+        if let Some(stream) = self.stream.take() {
+            // It says goodbye to its server, and the scenario hears of it.
+            tokio::spawn(stream.end("the call ended"));
+        }
         self.rtp.sender().close();
         if let Some(playback) = self.playback {
             playback.abort();

@@ -11,9 +11,11 @@
 mod call;
 mod g711;
 mod media;
+mod outbound;
 mod prompt;
 mod sdp;
 mod speech;
+mod stream;
 mod trunk;
 mod wav_out;
 

@@ -18,17 +18,19 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::g711;
 use super::prompt::Samples;
-use super::sdp::{self, RemoteAudio, rand_u32};
+use super::sdp::{self, Codec, RemoteAudio, rand_u32};
+use super::stream::Heard;
 use sessionbox_host::recording::Recorder;
 use sessionbox_host::sync::MutexExt;
 use sessionbox_host::telephony::{FrameKind, MediaFrame, MediaPort};
@@ -70,6 +72,10 @@ struct Stream {
     relay_to: Mutex<Option<Arc<dyn MediaPort>>>,
     /// A recording of the call, fed both ways.
     recorder: Mutex<Option<Arc<Recorder>>>,
+    /// A stream of the call, fed what the far end sends.
+    tap: Mutex<Option<mpsc::Sender<Heard>>>,
+    /// Packets the stream's queue had no room for.
+    tap_dropped: AtomicUsize,
 }
 
 /// Where the stream we send is: the same SSRC, sequence and timeline across
@@ -142,6 +148,8 @@ impl Rtp {
             closed: AtomicBool::default(),
             relay_to: Mutex::default(),
             recorder: Mutex::default(),
+            tap: Mutex::default(),
+            tap_dropped: AtomicUsize::default(),
         }));
         Ok(Rtp {
             sender,
@@ -201,15 +209,23 @@ impl Rtp {
                 {
                     last_event = Some(timestamp);
                     on_tone(tone);
+                    stream.to_tap(Heard::Key(tone));
                 }
                 if source != from {
                     continue;
                 }
-                if let FrameKind::Audio(codec) = kind
-                    && let Some(recorder) = stream.recorder.locked().as_ref()
-                {
-                    let samples = g711::decode(codec, packet.payload);
-                    recorder.heard(packet.ssrc, packet.timestamp, &samples);
+                if let FrameKind::Audio(codec) = kind {
+                    if let Some(recorder) = stream.recorder.locked().as_ref() {
+                        let samples = g711::decode(codec, packet.payload);
+                        recorder.heard(packet.ssrc, packet.timestamp, &samples);
+                    }
+                    if stream.tap.locked().is_some() {
+                        let mut ulaw = packet.payload.to_vec();
+                        if codec != Codec::Pcmu {
+                            g711::transcode(codec, Codec::Pcmu, packet.payload, &mut ulaw);
+                        }
+                        stream.to_tap(Heard::Audio(ulaw));
+                    }
                 }
                 let relay_to = stream.relay_to.locked().clone();
                 if let Some(port) = relay_to {
@@ -226,7 +242,30 @@ impl Rtp {
     }
 }
 
+impl Stream {
+    /// Hands what the far end sent to the call's stream, if it has one and
+    /// the stream's queue has room.
+    fn to_tap(&self, heard: Heard) {
+        if let Some(tap) = self.tap.locked().as_ref()
+            && tap.try_send(heard).is_err()
+        {
+            self.tap_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl RtpSender {
+    /// Feeds what the far end sends to a stream from now on, or to none.
+    pub fn tap(&self, tap: Option<mpsc::Sender<Heard>>) {
+        *self.0.tap.locked() = tap;
+        self.0.tap_dropped.store(0, Ordering::Relaxed);
+    }
+
+    /// How many packets the stream's queue had no room for.
+    pub fn tap_dropped(&self) -> usize {
+        self.0.tap_dropped.load(Ordering::Relaxed)
+    }
+
     /// The media the far end agreed to (again, after a re-INVITE).
     pub fn set_remote(&self, remote: Option<RemoteAudio>) {
         *self.0.remote.locked() = remote;

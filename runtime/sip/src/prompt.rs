@@ -1,19 +1,13 @@
 //! Prompts for `play`: fetched over HTTP(S) under the app's outbound rules,
 //! read from WAV (as `say`'s speech is too), and coded as G.711.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-use super::g711;
-use sessionbox_host::destination;
+use super::{g711, outbound};
 use sessionbox_host::telephony::CallContext;
 use sessionbox_host::telephony::Codec;
 
@@ -38,15 +32,13 @@ pub async fn fetch(url: &str, context: &CallContext) -> Result<Samples, String> 
     read_wav(&body).map_err(|e| format!("{url}: {e}"))
 }
 
-/// GETs `url` under the app's outbound rules: its allowlist, and (unless
-/// allowed) no internal address, checked on the addresses the name resolves
-/// to, which are the ones connected to. No redirects are followed.
+/// GETs `url` under the app's outbound rules ([`outbound::connect`]). No
+/// redirects are followed.
 async fn get(url: &str, context: &CallContext) -> Result<Vec<u8>, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let scheme = uri.scheme_str().unwrap_or_default();
-    let tls = match scheme {
+    let tls = match uri.scheme_str().unwrap_or_default() {
         "http" => false,
         "https" => true,
         _ => {
@@ -55,40 +47,19 @@ async fn get(url: &str, context: &CallContext) -> Result<Vec<u8>, String> {
             ));
         }
     };
-    let host = uri.host().unwrap_or_default().to_owned();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    if !destination::allowed(&context.http_rules, scheme, &host, port) {
-        return Err(format!("{host} is not in the app's http_allow list"));
-    }
-    let limits = &context.limits;
-    let addresses = destination::resolve_public(&host, port, limits.http_allow_private)
+    let stream = outbound::connect(&uri, tls, context)
         .await
-        .map_err(|(_, reason)| reason)?;
-    let connect = TcpStream::connect(addresses.as_slice());
-    let stream = tokio::time::timeout(limits.http_connect_timeout, connect)
-        .await
-        .map_err(|_| format!("GET {url}: no connection within the connect timeout"))?
         .map_err(|e| format!("GET {url}: {e}"))?;
     let failed = |e: &dyn std::fmt::Display| format!("GET {url}: {e}");
-    let stream: Box<dyn Stream> = if tls {
-        let name = ServerName::try_from(host.clone()).map_err(|e| failed(&e))?;
-        Box::new(
-            tls_connector()
-                .connect(name, stream)
-                .await
-                .map_err(|e| failed(&e))?,
-        )
-    } else {
-        Box::new(stream)
-    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(&e))?;
     tokio::spawn(connection);
+    let host = uri.host().unwrap_or_default();
     let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(
             http::header::HOST,
-            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+            uri.authority().map_or(host, |a| a.as_str()),
         )
         .body(Empty::<Bytes>::new())
         .map_err(|e| failed(&e))?;
@@ -96,7 +67,7 @@ async fn get(url: &str, context: &CallContext) -> Result<Vec<u8>, String> {
     if !response.status().is_success() {
         return Err(format!("GET {url}: {}", response.status()));
     }
-    let limit = limits.prompt_bytes;
+    let limit = context.limits.prompt_bytes;
     let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
@@ -105,29 +76,6 @@ async fn get(url: &str, context: &CallContext) -> Result<Vec<u8>, String> {
             Err(e) => failed(&e),
         })?;
     Ok(body.to_bytes().to_vec())
-}
-
-/// A connection, plain or TLS.
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
-
-/// TLS with the web's root certificates, built once.
-fn tls_connector() -> TlsConnector {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Arc::new(config)
-    });
-    TlsConnector::from(Arc::clone(config))
 }
 
 /// Two falling notes (E5, C5), each fading over 400 ms.

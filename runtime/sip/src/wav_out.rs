@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::prompt::{self, Samples};
 use super::speech;
 use sessionbox_host::sync::MutexExt;
-use sessionbox_host::telephony::{CallAction, CallContext, CallLink};
+use sessionbox_host::telephony::{CallAction, CallContext, CallLink, InProcessLink};
 
 /// An 8 kHz, 16-bit, mono WAV file being written; its header always says
 /// how much it holds, so it plays even while the session runs.
@@ -47,7 +47,7 @@ impl WavOut {
         let (actions, mut queue) = mpsc::unbounded_channel::<CallAction>();
         let out = Arc::clone(self);
         let link = WavLink {
-            context: context.clone(),
+            in_process: InProcessLink(context.clone()),
             actions,
         };
         tokio::spawn(async move {
@@ -75,7 +75,8 @@ impl WavOut {
 }
 
 struct WavLink {
-    context: CallContext,
+    /// What it does besides playing: what a far end in process does.
+    in_process: InProcessLink,
     /// What is to be heard, in order.
     actions: mpsc::UnboundedSender<CallAction>,
 }
@@ -83,13 +84,10 @@ struct WavLink {
 impl CallLink for WavLink {
     fn act(&self, action: CallAction) {
         match action {
-            CallAction::Answer => self.context.connected(),
-            CallAction::Hangup => self.context.disconnected(),
             CallAction::Say { .. } | CallAction::Play { .. } => {
                 let _ = self.actions.send(action);
             }
-            // The far end takes a rejection or a message without a reply.
-            CallAction::Reject { .. } | CallAction::SendMessage { .. } => {}
+            action => self.in_process.act(action),
         }
     }
 }

@@ -134,10 +134,15 @@ pub mod calls {
 /// two connected calls (audio both ways, key presses relayed) until
 /// [`media::disconnect`] or either call ends; [`media::start_recording`]
 /// records a call until [`media::stop_recording`], its time is up or the
-/// call ends, and [`Scenario::recording_finished`] follows.
+/// call ends, and [`Scenario::recording_finished`] follows;
+/// [`media::start_stream`] streams a call's audio to a WebSocket server in
+/// Twilio's Media Streams format (and plays what it sends back) until
+/// [`media::stop_stream`] or the call ends, and [`Scenario::stream_ended`]
+/// follows.
 pub mod media {
     pub use crate::bindings::sessionbox::scenario0_3_0::media::{
-        RecordingId, RecordingOptions, connect, disconnect, start_recording, stop_recording,
+        RecordingId, RecordingOptions, StreamId, connect, disconnect, start_recording,
+        start_stream, stop_recording, stop_stream,
     };
 }
 
@@ -314,6 +319,9 @@ pub trait Scenario: Default + 'static {
         error: Option<String>,
     ) {
     }
+    /// A stream ended: stopped, its call ended, its server closed it, or it
+    /// could not connect (`reason` says which).
+    fn stream_ended(&mut self, stream: media::StreamId, call: CallId, reason: String) {}
 }
 
 /// Makes a [`Scenario`] type the component's `app-events` export.
@@ -417,6 +425,13 @@ macro_rules! export_scenario {
                     with(|s| {
                         $crate::Scenario::recording_finished(s, recording, call, duration_ms, error)
                     })
+                }
+                fn stream_ended(
+                    id: __media::StreamId,
+                    call: __media::CallId,
+                    reason: ::std::string::String,
+                ) {
+                    with(|s| $crate::Scenario::stream_ended(s, id, call, reason))
                 }
             }
 

@@ -30,7 +30,7 @@ use crate::recording::{Recorder, RecordingId, RecordingStore};
 use crate::sync::MutexExt;
 use crate::telephony::{
     CallAction, CallContext, CallEvent, CallEvents, CallLink, ConnectCall, DialRequest, Dialer,
-    IncomingCall,
+    IncomingCall, StreamId,
 };
 
 const PHASES: Phases = Phases::Running {
@@ -81,6 +81,10 @@ pub struct Calls {
     recordings: BTreeMap<RecordingId, Arc<Recorder>>,
     /// Recordings started, which numbers them.
     recordings_started: u32,
+    /// Streams not yet ended, and their calls.
+    streams: BTreeMap<StreamId, CallId>,
+    /// Streams started, which numbers them.
+    streams_started: u32,
     /// Where the app keeps recordings, if anywhere.
     recording_store: Option<Arc<dyn RecordingStore>>,
     session_id: String,
@@ -195,6 +199,15 @@ impl Calls {
             CallEvent::Held(held) => self
                 .is_connected(call)
                 .then_some(GuestCall::CallHeld { call, held }),
+            CallEvent::StreamEnded { stream, reason } => {
+                self.streams
+                    .remove(&stream)
+                    .map(|call| GuestCall::StreamEnded {
+                        stream,
+                        call,
+                        reason,
+                    })
+            }
             // Told whatever became of the call meanwhile.
             CallEvent::RecordingFinished {
                 recording,
@@ -332,7 +345,9 @@ impl Calls {
                 CallAction::Hangup => state.is_live(),
                 CallAction::Say { .. }
                 | CallAction::Play { .. }
-                | CallAction::SendMessage { .. } => state == LegState::Connected,
+                | CallAction::SendMessage { .. }
+                | CallAction::StartStream { .. }
+                | CallAction::StopStream => state == LegState::Connected,
             };
             if !allowed {
                 return Err(
@@ -406,6 +421,7 @@ fn verb(action: &CallAction) -> &'static str {
         CallAction::Say { .. } => "say on",
         CallAction::Play { .. } => "play on",
         CallAction::SendMessage { .. } => "send a message on",
+        CallAction::StartStream { .. } | CallAction::StopStream => "stream",
     }
 }
 
@@ -436,6 +452,8 @@ impl Factor for Calls {
             bridges: BTreeMap::new(),
             recordings: BTreeMap::new(),
             recordings_started: 0,
+            streams: BTreeMap::new(),
+            streams_started: 0,
             recording_store: cx.app.recordings.clone(),
             session_id: cx.id.to_owned(),
         }
@@ -1053,5 +1071,72 @@ mod tests {
         let mut session = Session::connected();
         let refused = session.calls.start_recording(&session.gate, 1, options(60));
         assert_eq!(refused.unwrap_err().reason, "this node keeps no recordings");
+    }
+
+    #[test]
+    fn streams_are_checked_and_exclude_bridges() {
+        let limits = Limits {
+            streams_per_session: 2,
+            ..Limits::default()
+        };
+        let mut session = Session::new(limits);
+        let rule = crate::destination::HostRule::parse("media.example").unwrap();
+        session.calls.http_rules = Arc::from([rule]);
+        let links: Vec<Bridged> = (1..=2).map(|_| Bridged::new()).collect();
+        for (call, link) in (1..).zip(&links) {
+            let link = link.clone();
+            session.ring(call, Box::new(move |_| Box::new(link)));
+            session.act(call, CallAction::Answer).unwrap();
+            session.calls.admit(call, CallEvent::Connected).unwrap();
+        }
+        let stream = |session: &mut Session, call, url: &str| {
+            let started = session
+                .calls
+                .start_stream(&session.gate, call, url.into(), vec![]);
+            started.map_err(|refusal| refusal.reason)
+        };
+        assert_eq!(
+            stream(&mut session, 1, "https://media.example/").unwrap_err(),
+            "streams go to ws:// or wss:// URLs, not \"https://media.example/\""
+        );
+        assert_eq!(
+            stream(&mut session, 1, "wss://elsewhere.example/").unwrap_err(),
+            "elsewhere.example is not in the app's http_allow list"
+        );
+        assert_eq!(stream(&mut session, 1, "wss://media.example/ai"), Ok(1));
+        assert_eq!(
+            stream(&mut session, 1, "wss://media.example/ai").unwrap_err(),
+            "call 1 is already streaming (stream 1)"
+        );
+        let connected = session.calls.connect(&session.gate, 2, 1);
+        assert_eq!(
+            connected.unwrap_err().reason,
+            "call 1 is streaming (stream 1): a call that streams cannot be connected to another"
+        );
+        // Its end (reported by the far end) frees the call.
+        let ended = CallEvent::StreamEnded {
+            stream: 1,
+            reason: "the server closed it".into(),
+        };
+        assert!(matches!(
+            session.calls.admit(1, ended.clone()),
+            Some(GuestCall::StreamEnded {
+                stream: 1,
+                call: 1,
+                ..
+            })
+        ));
+        assert!(session.calls.admit(1, ended).is_none(), "once");
+        session.calls.connect(&session.gate, 1, 2).unwrap();
+        assert_eq!(
+            stream(&mut session, 2, "wss://media.example/ai").unwrap_err(),
+            "call 2 is connected to call 1: a connected call cannot stream"
+        );
+        session.calls.disconnect(&session.gate, 1).unwrap();
+        assert_eq!(stream(&mut session, 2, "wss://media.example/ai"), Ok(2));
+        assert_eq!(
+            stream(&mut session, 1, "wss://media.example/ai").unwrap_err(),
+            "2 streams per session is the limit"
+        );
     }
 }

@@ -11,14 +11,18 @@
 //!   header, and hangs up when it has finished.
 //! - `spin`: answers, and once connected loops until the compute limit
 //!   ends the session.
+//! - `stream`: answers, streams the call's audio to the WebSocket URL in
+//!   `X-Prompt` (with the parameter `from`: the caller), and hangs up when
+//!   the stream ends. Key presses are logged, not echoed.
 //! - Started with custom data `dial <number>`: calls the number, and hangs
 //!   up once connected.
 
 use std::collections::{HashMap, HashSet};
 
+use sessionbox_guest::media::StreamId;
 use sessionbox_guest::{
-    Call, CallAlertingEvent, CallId, Refusal, Scenario, StartedEvent, calls, export_scenario,
-    log,
+    Call, CallAlertingEvent, CallId, Header, Refusal, Scenario, StartedEvent, calls,
+    export_scenario, log, media,
 };
 
 #[derive(Default)]
@@ -32,10 +36,11 @@ struct SipProbe {
     spin_when_connected: bool,
 }
 
-/// What a call plays once it connects.
+/// What a call plays (or streams to) once it connects.
 enum Prompt {
     Play(String),
     Say(String),
+    Stream { url: String, from: String },
 }
 
 fn report(what: &str, call: CallId, result: Result<(), Refusal>) {
@@ -80,7 +85,7 @@ impl Scenario for SipProbe {
             }
             "reject" => report("reject", id, call.reject(486)),
             // The INVITE's X-Prompt: a URL to play, or a text to say.
-            "play" | "say" => {
+            "play" | "say" | "stream" => {
                 let prompt = event
                     .headers
                     .iter()
@@ -89,7 +94,11 @@ impl Scenario for SipProbe {
                     .unwrap_or_default();
                 let prompt = match event.destination.as_str() {
                     "play" => Prompt::Play(prompt),
-                    _ => Prompt::Say(prompt),
+                    "say" => Prompt::Say(prompt),
+                    _ => Prompt::Stream {
+                        url: prompt,
+                        from: event.caller_id.clone(),
+                    },
                 };
                 self.prompts.insert(id, prompt);
                 report("answer", id, call.answer());
@@ -114,6 +123,13 @@ impl Scenario for SipProbe {
             match prompt {
                 Prompt::Play(url) => report("play", id, call.play(url)),
                 Prompt::Say(text) => report("say", id, call.say(text, Some("en-US"))),
+                Prompt::Stream { url, from } => {
+                    let parameters = [Header::new("from", from)];
+                    match media::start_stream(call, url, &parameters) {
+                        Ok(stream) => log(&format!("streaming {id} as {stream}")),
+                        Err(refusal) => log(&format!("stream {id} refused: {refusal}")),
+                    }
+                }
             }
         }
     }
@@ -121,6 +137,13 @@ impl Scenario for SipProbe {
     fn call_disconnected(&mut self, id: CallId) {
         log(&format!("disconnected {id}"));
         self.calls.remove(&id);
+    }
+
+    fn stream_ended(&mut self, stream: StreamId, id: CallId, reason: String) {
+        log(&format!("stream-ended {stream} {id} {reason}"));
+        if let Some(call) = self.calls.get(&id) {
+            report("hangup", id, call.hangup());
+        }
     }
 
     fn call_held(&mut self, id: CallId) {
@@ -145,6 +168,10 @@ impl Scenario for SipProbe {
 
     fn call_tone_received(&mut self, id: CallId, tone: String) {
         log(&format!("tone {id} {tone}"));
+        // A streamed call's keys are the stream's business.
+        if let Some(Prompt::Stream { .. }) = self.prompts.get(&id) {
+            return;
+        }
         if let Some(call) = self.calls.get(&id) {
             report("send-message", id, call.send_message(&format!("tone: {tone}")));
         }

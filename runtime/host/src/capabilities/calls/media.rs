@@ -1,8 +1,10 @@
-//! `media` (0.3.0): bridges between two calls of a session, and call
-//! recordings. The host keeps which call is bridged to which; the calls'
+//! `media` (0.3.0): bridges between two calls of a session, call
+//! recordings, and calls' audio streamed to WebSocket servers. The host keeps which call is bridged to which; the calls'
 //! far ends relay the audio between themselves ([`CallLink::relay_to`]),
 //! so a relayed packet never passes through the session. A recording is a
-//! [`Recorder`] the call's media feeds ([`CallLink::record`]).
+//! [`Recorder`] the call's media feeds ([`CallLink::record`]). A stream is
+//! the call's far end's to run (`CallAction::StartStream`); it reports its
+//! end as a call event.
 //!
 //! [`CallLink::relay_to`]: crate::telephony::CallLink::relay_to
 //! [`CallLink::record`]: crate::telephony::CallLink::record
@@ -14,9 +16,11 @@ use wasmtime::component::Resource;
 
 use super::{Calls, CallsView, LegState, PHASES};
 use crate::bindings::media::{self, RecordingOptions};
-use crate::bindings::{CallHandle, CallId, Capability, Refusal};
+use crate::bindings::{CallHandle, CallId, Capability, Header, Refusal};
 use crate::capabilities::Gate;
+use crate::destination;
 use crate::recording::{Destination, Recorder, RecordingId};
+use crate::telephony::{CallAction, StreamId};
 
 impl Calls {
     /// Bridges `a` and `b`, both connected and neither bridged already.
@@ -38,6 +42,12 @@ impl Calls {
                 if let Some(other) = self.bridges.get(&call) {
                     return Err(format!(
                         "call {call} is already connected to call {other}; disconnect it first"
+                    ));
+                }
+                if let Some(stream) = self.stream_of(call) {
+                    return Err(format!(
+                        "call {call} is streaming (stream {stream}): a call that streams \
+                         cannot be connected to another"
                     ));
                 }
             }
@@ -192,6 +202,91 @@ impl Calls {
     }
 }
 
+impl Calls {
+    /// The stream `call` has, if any.
+    fn stream_of(&self, call: CallId) -> Option<StreamId> {
+        (self.streams.iter()).find_map(|(&stream, &of)| (of == call).then_some(stream))
+    }
+
+    /// Starts streaming `call`'s audio to `url`.
+    pub(super) fn start_stream(
+        &mut self,
+        gate: &Gate,
+        call: CallId,
+        url: String,
+        parameters: Vec<Header>,
+    ) -> Result<StreamId, Refusal> {
+        let limits = &self.limits;
+        gate.admit(Capability::Calls, PHASES, || {
+            match self.legs.get(&call).map(|leg| leg.state) {
+                None => return Err(format!("call {call} is unknown")),
+                Some(LegState::Connected) => {}
+                Some(state) => {
+                    return Err(
+                        format!("cannot stream call {call}: it is {state:?}").to_lowercase()
+                    );
+                }
+            }
+            if let Some(stream) = self.stream_of(call) {
+                return Err(format!(
+                    "call {call} is already streaming (stream {stream})"
+                ));
+            }
+            if let Some(other) = self.bridges.get(&call) {
+                return Err(format!(
+                    "call {call} is connected to call {other}: a connected call cannot stream"
+                ));
+            }
+            if self.streams_started as usize >= limits.streams_per_session {
+                return Err(format!(
+                    "{} streams per session is the limit",
+                    limits.streams_per_session
+                ));
+            }
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+            let scheme = uri.scheme_str().unwrap_or_default();
+            let tls = match scheme {
+                "ws" => false,
+                "wss" => true,
+                _ => return Err(format!("streams go to ws:// or wss:// URLs, not {url:?}")),
+            };
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            if !destination::allowed(&self.http_rules, scheme, host, port) {
+                return Err(format!("{host} is not in the app's http_allow list"));
+            }
+            Ok(())
+        })?;
+        self.streams_started += 1;
+        let stream = self.streams_started;
+        self.streams.insert(stream, call);
+        let parameters = (parameters.into_iter())
+            .map(|header| (header.name, header.value))
+            .collect();
+        self.legs[&call].link.act(CallAction::StartStream {
+            stream,
+            url,
+            parameters,
+        });
+        Ok(stream)
+    }
+
+    /// Ends stream `stream`; `stream-ended` follows.
+    pub(super) fn stop_stream(&mut self, gate: &Gate, stream: StreamId) -> Result<(), Refusal> {
+        let call = self.streams.get(&stream).copied();
+        gate.admit(Capability::Calls, PHASES, || match call {
+            Some(_) => Ok(()),
+            None => Err(format!("stream {stream} is not running")),
+        })?;
+        if let Some(leg) = call.and_then(|call| self.legs.get(&call)) {
+            leg.link.act(CallAction::StopStream);
+        }
+        Ok(())
+    }
+}
+
 impl CallsView<'_> {
     fn id(&self, call: &Resource<CallHandle>) -> wasmtime::Result<CallId> {
         Ok(self.table.get(call)?.id)
@@ -224,5 +319,19 @@ impl media::Host for CallsView<'_> {
 
     fn stop_recording(&mut self, id: RecordingId) -> wasmtime::Result<Result<(), Refusal>> {
         Ok(self.calls.stop_recording(self.gate, id))
+    }
+
+    fn start_stream(
+        &mut self,
+        call: Resource<CallHandle>,
+        url: String,
+        parameters: Vec<Header>,
+    ) -> wasmtime::Result<Result<StreamId, Refusal>> {
+        let call = self.id(&call)?;
+        Ok(self.calls.start_stream(self.gate, call, url, parameters))
+    }
+
+    fn stop_stream(&mut self, id: StreamId) -> wasmtime::Result<Result<(), Refusal>> {
+        Ok(self.calls.stop_stream(self.gate, id))
     }
 }
