@@ -102,6 +102,58 @@ fn run_writes_what_the_caller_hears_to_a_wav_file() {
 }
 
 #[test]
+fn run_presses_keys_and_keeps_recordings_in_a_directory() {
+    use std::io::{BufRead, BufReader};
+    let data_home = tempfile::tempdir().unwrap();
+    let recordings = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionbox"))
+        .args(["run", path(&guest_path("call-centre")), "--no-cache"])
+        .args(["--call", "me,help", "--press", "1", "--recordings"])
+        .arg(recordings.path())
+        .env("XDG_DATA_HOME", data_home.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // The menu plays, 1 is pressed once it has, the agent is dialed and
+    // connected: then Ctrl-C ends the session, and its recording with it.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("recording 1 started");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let pressed = seen
+        .iter()
+        .position(|l| l.contains("(the caller presses 1)"));
+    let dialed = seen
+        .iter()
+        .position(|l| l.contains("scenario | dialing sales"));
+    assert!(pressed.is_some() && dialed > pressed, "{seen:#?}");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success(), "{rest:#?}");
+    let written: Vec<_> = std::fs::read_dir(recordings.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let [wav] = &written[..] else {
+        panic!("one recording: {written:?}");
+    };
+    assert!(wav.to_str().unwrap().ends_with("-1.wav"));
+    let bytes = std::fs::read(wav).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[22], bytes[23]]), 2, "stereo");
+}
+
+#[test]
 fn run_exits_nonzero_when_the_scenario_fails() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("trapping.wasm");

@@ -66,6 +66,10 @@ enum Command {
         /// order) to this WAV file (8 kHz, mono).
         #[arg(long, value_name = "FILE", requires = "call")]
         audio_out: Option<PathBuf>,
+        /// Keys the caller of --call presses, one each time what it hears
+        /// has finished (its next CallPlaybackFinished): `1`, `12#`.
+        #[arg(long, value_name = "KEYS", requires = "call")]
+        press: Option<String>,
         /// Where the session's recordings go, as SESSION-N.wav. Without it,
         /// recording is refused. (Calls here carry no audio: a recording
         /// holds silence, as long as it ran.)
@@ -173,6 +177,7 @@ impl Cli {
                 custom_data,
                 call,
                 audio_out,
+                press,
                 recordings,
                 http,
                 idle_timeout,
@@ -208,18 +213,40 @@ impl Cli {
                         .with_context(|| format!("--recordings: creating {}", dir.display()))?;
                     app.recordings = Some(Arc::new(RecordingsDir(dir)));
                 }
-                let call = call.map(|call| (call, audio_out));
+                let keys: Vec<String> = press
+                    .iter()
+                    .flat_map(|keys| keys.chars())
+                    .map(String::from)
+                    .collect();
+                if let Some(key) = keys
+                    .iter()
+                    .find(|key| !"0123456789*#ABCD".contains(key.as_str()))
+                {
+                    bail!("--press: {key:?} is not a key (0-9, *, #, A-D)");
+                }
+                let call = call.map(|call| LocalCall {
+                    call,
+                    audio_out,
+                    keys,
+                });
                 run_session(&runtime, &scenario, custom_data, call, requests, app).await
             }
         }
     }
 }
 
+/// `run`'s call: where its audio goes, and the keys its caller presses.
+struct LocalCall {
+    call: IncomingCall,
+    audio_out: Option<Arc<WavOut>>,
+    keys: Vec<String>,
+}
+
 async fn run_session(
     runtime: &Runtime,
     scenario: &std::sync::Arc<sessionbox::Scenario>,
     custom_data: String,
-    call: Option<(IncomingCall, Option<Arc<WavOut>>)>,
+    call: Option<LocalCall>,
     requests: Vec<HttpRequestEvent>,
     app: AppState,
 ) -> Result<ExitCode> {
@@ -231,14 +258,21 @@ async fn run_session(
         ..StartOptions::default()
     };
     let session = runtime.start(scenario, options).await?;
-    match call {
-        Some((call, Some(out))) => {
-            session.incoming_call_via(call, Box::new(move |context| out.link(context)))?;
-        }
-        Some((call, None)) => {
-            session.incoming_call(call)?;
-        }
-        None => {}
+    // The call's id as notices name it, and the keys still to press.
+    let mut pressing = None;
+    if let Some(LocalCall {
+        call,
+        audio_out,
+        keys,
+    }) = call
+    {
+        let id = match audio_out {
+            Some(out) => {
+                session.incoming_call_via(call, Box::new(move |context| out.link(context)))?
+            }
+            None => session.incoming_call(call)?,
+        };
+        pressing = Some((id, keys.into_iter()));
     }
     // Responses are printed by the loop below, after the notices that
     // caused them (which were sent first), so the output reads in order.
@@ -264,6 +298,16 @@ async fn run_session(
         tokio::select! {
             biased;
             notice = notices.recv() => match notice {
+                Some(Notice::Event { name, detail }) if name == "CallPlaybackFinished" => {
+                    println!("{name} {detail}");
+                    if let Some((id, keys)) = &mut pressing
+                        && detail == format!("call={id}")
+                        && let Some(key) = keys.next()
+                    {
+                        println!("  (the caller presses {key})");
+                        let _ = session.remote_tone(*id, &key);
+                    }
+                }
                 Some(Notice::Event { name, detail }) if detail.is_empty() => println!("{name}"),
                 Some(Notice::Event { name, detail }) => println!("{name} {detail}"),
                 Some(Notice::Log(line)) => println!("  {:>8} | {}", line.source.name(), line.text),
