@@ -23,6 +23,8 @@
 # - Past one node: history writes on PostgreSQL beside SQLite, W1 through
 #   HAProxy on 1, 2 and 3 nodes, forwarding, a lost node noticed (cargo
 #   bench --bench cluster; real nodes, PostgreSQL and HAProxy on loopback).
+# - The media relay: CPU per call-second of bridged calls beside a plain UDP
+#   forwarder (cargo bench --bench relay), sides taking turns.
 # - The JavaScript peer (Node.js, one vm context per session) for W1, when
 #   SESSIONBOX_NODE_PEER names its bench.mjs (the bench-baselines suite).
 set -euo pipefail
@@ -196,6 +198,10 @@ bench storage -- "${smoke[@]}"
 
 step "Past one node: PostgreSQL, nodes behind HAProxy, forwarding, a lost node"
 bench cluster -- "${smoke[@]}"
+
+step "The media relay beside a plain UDP forwarder"
+bench relay -- "${smoke[@]}"
+{ echo "side,cpu_us_per_call_second,x_forwarder"; cat "$work/bench.csv"; } >"$out/relay.csv"
 
 # The summary: every workload beside its baseline.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }

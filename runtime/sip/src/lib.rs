@@ -10,10 +10,10 @@
 
 mod call;
 mod g711;
-mod media;
+pub mod media;
 mod outbound;
 mod prompt;
-mod sdp;
+pub mod sdp;
 mod speech;
 mod stream;
 mod trunk;

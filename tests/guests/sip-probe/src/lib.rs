@@ -14,6 +14,9 @@
 //! - `stream`: answers, streams the call's audio to the WebSocket URL in
 //!   `X-Prompt` (with the parameter `from`: the caller), and hangs up when
 //!   the stream ends. Key presses are logged, not echoed.
+//! - `bridge`: answers, dials the number in `X-Prompt`, connects the two
+//!   calls when it answers, and hangs both up 800 ms later (the bridged
+//!   calls of scripts/bench-sip.sh).
 //! - Started with custom data `dial <number>`: calls the number, and hangs
 //!   up once connected.
 
@@ -21,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 
 use sessionbox_guest::media::StreamId;
 use sessionbox_guest::{
-    Call, CallAlertingEvent, CallId, Header, Refusal, Scenario, StartedEvent, calls,
-    export_scenario, log, media,
+    Call, CallAlertingEvent, CallId, Header, Refusal, Scenario, StartedEvent, TimerId, calls,
+    export_scenario, log, media, timers,
 };
 
 #[derive(Default)]
@@ -34,6 +37,10 @@ struct SipProbe {
     /// it has finished.
     prompts: HashMap<CallId, Prompt>,
     spin_when_connected: bool,
+    /// Each dialed agent's caller (`bridge`).
+    bridged: HashMap<CallId, CallId>,
+    /// The bridges to end when each timer fires.
+    ending: HashMap<TimerId, (CallId, CallId)>,
 }
 
 /// What a call plays (or streams to) once it connects.
@@ -41,6 +48,7 @@ enum Prompt {
     Play(String),
     Say(String),
     Stream { url: String, from: String },
+    Bridge(String),
 }
 
 fn report(what: &str, call: CallId, result: Result<(), Refusal>) {
@@ -85,7 +93,7 @@ impl Scenario for SipProbe {
             }
             "reject" => report("reject", id, call.reject(486)),
             // The INVITE's X-Prompt: a URL to play, or a text to say.
-            "play" | "say" | "stream" => {
+            "play" | "say" | "stream" | "bridge" => {
                 let prompt = event
                     .headers
                     .iter()
@@ -95,6 +103,7 @@ impl Scenario for SipProbe {
                 let prompt = match event.destination.as_str() {
                     "play" => Prompt::Play(prompt),
                     "say" => Prompt::Say(prompt),
+                    "bridge" => Prompt::Bridge(prompt),
                     _ => Prompt::Stream {
                         url: prompt,
                         from: event.caller_id.clone(),
@@ -110,6 +119,18 @@ impl Scenario for SipProbe {
 
     fn call_connected(&mut self, id: CallId) {
         log(&format!("connected {id}"));
+        if let Some(&caller) = self.bridged.get(&id) {
+            if let (Some(a), Some(b)) = (self.calls.get(&caller), self.calls.get(&id)) {
+                report("connect", id, media::connect(a, b));
+            }
+            match timers::set_timeout(800) {
+                Ok(timer) => {
+                    self.ending.insert(timer, (caller, id));
+                }
+                Err(refusal) => log(&format!("timer refused: {refusal}")),
+            }
+            return;
+        }
         if self.spin_when_connected {
             #[allow(clippy::empty_loop)]
             loop {}
@@ -123,6 +144,13 @@ impl Scenario for SipProbe {
             match prompt {
                 Prompt::Play(url) => report("play", id, call.play(url)),
                 Prompt::Say(text) => report("say", id, call.say(text, Some("en-US"))),
+                Prompt::Bridge(number) => match calls::dial(number) {
+                    Ok(agent) => {
+                        self.bridged.insert(agent.id(), id);
+                        self.calls.insert(agent.id(), agent);
+                    }
+                    Err(refusal) => log(&format!("dial refused: {refusal}")),
+                },
                 Prompt::Stream { url, from } => {
                     let parameters = [Header::new("from", from)];
                     match media::start_stream(call, url, &parameters) {
@@ -143,6 +171,16 @@ impl Scenario for SipProbe {
         log(&format!("stream-ended {stream} {id} {reason}"));
         if let Some(call) = self.calls.get(&id) {
             report("hangup", id, call.hangup());
+        }
+    }
+
+    fn timer_fired(&mut self, timer: TimerId) {
+        if let Some((caller, agent)) = self.ending.remove(&timer) {
+            for id in [agent, caller] {
+                if let Some(call) = self.calls.get(&id) {
+                    report("hangup", id, call.hangup());
+                }
+            }
         }
     }
 
