@@ -26,7 +26,8 @@ fi
 # The serve tests drive the server with curl, as the README shows; the SIP
 # tests call it with sipp (Debian's sip-tester). The multi-node tests run
 # real PostgreSQL, HAProxy and Kamailio (each test starts its own); `say`
-# speaks through flite.
+# speaks through flite; baresip (baresip-core: no sound card needed) is a
+# second real phone, which records what it hears.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v sipp >/dev/null || missing+=(sip-tester)
@@ -34,6 +35,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v kamailio >/dev/null || missing+=(kamailio)
 command -v flite >/dev/null || missing+=(flite)
+command -v baresip >/dev/null || missing+=(baresip-core)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

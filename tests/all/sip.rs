@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::baresip::{Baresip, Role};
 use crate::support::server::InProcess;
 use crate::support::sipp::{Sipp, Transport};
 use crate::support::{PATIENCE, flite_samples, guest_path, lines, origin};
@@ -934,5 +935,97 @@ async fn a_stream_to_a_private_address_is_refused_cleanly() {
     assert!(
         ended.starts_with("stream-ended 1 1 could not connect: ") && ended.contains("127.0.0.1"),
         "{ended}"
+    );
+}
+
+/// What a real phone hears: baresip records the call it places.
+#[tokio::test]
+async fn baresip_hears_the_greeting_that_say_speaks() {
+    let node = node_running("call-handler", None).await;
+    let uri = format!("sip:welcome@{}", node.sip);
+    let phone = Baresip::start(Role::Dial(uri), Duration::from_secs(10));
+    let heard = phone.finish().await;
+    // call-handler answers, says its greeting and hangs up.
+    let spoken = flite_samples("Thanks for calling Sessionbox. Goodbye.");
+    assert!(
+        heard.len() * 10 >= spoken * 9 && heard.len() * 10 <= spoken * 13,
+        "about as long as the speech: {} samples heard, {spoken} spoken",
+        heard.len()
+    );
+    let loud = heard.iter().filter(|s| s.unsigned_abs() > 1000).count();
+    assert!(
+        loud * 5 > heard.len(),
+        "speech, not silence: {loud} of {} loud",
+        heard.len()
+    );
+}
+
+/// The call-centre flow with a real phone as the agent: what the caller
+/// says reaches it.
+#[tokio::test]
+async fn baresip_as_the_agent_hears_the_caller_it_was_connected_to() {
+    // call-centre's key 1 dials `sales`.
+    let agent = Baresip::start(Role::Answer("sales"), Duration::from_secs(12));
+    let trunk = format!("address = \"127.0.0.1:{}\"", agent.port);
+    let mut node = node_running("call-centre", Some(trunk)).await;
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let keys = [
+        ("rtp_port", caller.local_addr().unwrap().port().to_string()),
+        ("prompt_url", "-".to_owned()),
+    ];
+    let sipp = Sipp::call("uac_play.xml", node.sip, "help", Transport::Udp, &keys);
+    let (_, node_side) = receive_until("the menu", &caller, |p| payload_type(p) == 0).await;
+    for sequence in 0..3 {
+        caller
+            .send_to(&key_press(101, sequence, 8000, 1), node_side)
+            .await
+            .unwrap();
+    }
+    // The caller talks (a μ-law square wave) for two seconds.
+    let square: Vec<u8> = [0x80, 0x00].repeat(80);
+    talk_until(
+        &caller,
+        node_side,
+        0,
+        &square,
+        tokio::time::sleep(Duration::from_secs(3)),
+    )
+    .await;
+    let sessions: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/sessions", node.serving.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = sessions["sessions"][0]["session_id"].as_str().unwrap();
+    let hung_up = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/sessions/{session}/calls/1/hangup",
+            node.serving.url
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hung_up.status(), 202);
+    if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
+        panic!("sipp: {failure}");
+    }
+    let record = node.next_record().await;
+    let log = scenario_lines(&record);
+    assert_eq!(
+        log[..2],
+        ["dialing sales", "caller and agent connected"],
+        "{log:?}"
+    );
+    let heard = agent.finish().await;
+    // ±32124: the square wave, decoded by the phone.
+    let square_samples = heard.iter().filter(|s| s.unsigned_abs() == 32124).count();
+    assert!(
+        square_samples >= 160 * 25,
+        "at least half a second of the caller's square wave: {square_samples} samples"
     );
 }

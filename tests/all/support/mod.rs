@@ -206,6 +206,7 @@ pub fn flite_samples(text: &str) -> usize {
     (output.stdout.len() - 44) / 2
 }
 
+pub mod baresip;
 pub mod haproxy;
 pub mod history;
 pub mod kamailio;
