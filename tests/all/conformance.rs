@@ -515,7 +515,7 @@ fn app_with_storage(
             backend: Arc::clone(&backend),
         }),
         variables: Arc::new(Variables::new(variables)),
-        recordings: None,
+        ..AppState::default()
     };
     (state, backend, dir)
 }

@@ -44,12 +44,12 @@ async fn node(trunk: Option<String>) -> Node {
 
 /// The same with the guest `guest` as the app.
 async fn node_running(guest: &str, trunk: Option<String>) -> Node {
-    node_with_limits(guest, trunk, "http_allow_private = true").await
+    node_with(guest, trunk, "http_allow_private = true", "").await
 }
 
 /// The same with `limits` (inside the app's `limits` table) besides the
-/// short waits.
-async fn node_with_limits(guest: &str, trunk: Option<String>, limits: &str) -> Node {
+/// short waits, and more of the app's fields.
+async fn node_with(guest: &str, trunk: Option<String>, limits: &str, app: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let trunk = trunk
         .map(|fields| format!("trunk = {{ {fields} }}"))
@@ -66,6 +66,7 @@ async fn node_with_limits(guest: &str, trunk: Option<String>, limits: &str) -> N
         # Short waits so sessions end soon after their calls; the prompt
         # server is on loopback.
         limits = {{ idle_timeout = 200, unanswered_call = 1500, {limits} }}
+        {app}
         [sip]
         listen = "127.0.0.1:0"
         rtp_ports = [{RTP_LOW}, {RTP_HIGH}]
@@ -922,7 +923,7 @@ async fn a_stream_carries_the_callers_audio_out_and_the_servers_back() {
 #[tokio::test]
 async fn a_stream_to_a_private_address_is_refused_cleanly() {
     // Without http_allow_private: loopback is out of bounds.
-    let mut node = node_with_limits("sip-probe", None, "http_allow_private = false").await;
+    let mut node = node_with("sip-probe", None, "http_allow_private = false", "").await;
     let keys = [("prompt_url", "ws://127.0.0.1:9/media".to_owned())];
     let record = node
         .call_with("uac_play.xml", "stream", Transport::Udp, &keys)
@@ -1027,5 +1028,51 @@ async fn baresip_as_the_agent_hears_the_caller_it_was_connected_to() {
     assert!(
         square_samples >= 160 * 25,
         "at least half a second of the caller's square wave: {square_samples} samples"
+    );
+}
+
+#[tokio::test]
+async fn an_apps_speech_service_speaks_for_say() {
+    // The service: one second of audio for any text, and what it was asked.
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let service = origin::serve(move |request| {
+        let _ = asked_tx.send(request.uri().to_string());
+        async {
+            Response::new(
+                Full::new(one_second_wav().into())
+                    .map_err(|e| match e {})
+                    .boxed(),
+            )
+        }
+    })
+    .await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let capturing = capture_rtp(media);
+    // The operator's URL: loopback, though the app may not reach private
+    // addresses itself.
+    let tts = format!("tts_url = \"{service}/speak?voice=anna\"");
+    let mut node = node_with("sip-probe", None, "http_allow_private = false", &tts).await;
+    let keys = [
+        ("rtp_port", port.to_string()),
+        ("prompt_url", "Grüß Gott & welcome".to_owned()),
+    ];
+    let record = node
+        .call_with("uac_play.xml", "say", Transport::Udp, &keys)
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+    );
+    let asked = asked.recv().await.unwrap();
+    assert_eq!(
+        asked,
+        "/speak?voice=anna&text=Gr%C3%BC%C3%9F+Gott+%26+welcome&language=en-US"
+    );
+    let packets = capturing.await.unwrap();
+    assert_eq!(
+        packets.len(),
+        50,
+        "the service's second of audio, 20 ms a packet"
     );
 }

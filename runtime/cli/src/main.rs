@@ -453,7 +453,7 @@ fn local_app(
             backend: Arc::new(backend),
         }),
         variables: Arc::new(Variables::new(variables)),
-        recordings: None,
+        ..AppState::default()
     })
 }
 

@@ -152,33 +152,20 @@ pub struct IncomingCall {
 pub type ConnectCall = Box<dyn FnOnce(CallContext) -> Box<dyn CallLink> + Send>;
 
 /// What the telephony side knows of the session a call belongs to: where its
-/// events go, its log, and the app's rules for fetching prompts.
+/// events go, its log, the app's rules for fetching prompts, and its speech
+/// service.
 #[derive(Clone)]
 pub struct CallContext {
     pub call: CallId,
-    events: Arc<dyn CallEvents>,
-    log: SessionLog,
+    pub(crate) events: Arc<dyn CallEvents>,
+    pub(crate) log: SessionLog,
     pub limits: Arc<Limits>,
     pub http_rules: Arc<[HostRule]>,
+    /// The app's HTTP speech service for `say`, if it has one.
+    pub tts_url: Option<Arc<str>>,
 }
 
 impl CallContext {
-    pub(crate) fn new(
-        call: CallId,
-        events: Arc<dyn CallEvents>,
-        log: SessionLog,
-        limits: Arc<Limits>,
-        http_rules: Arc<[HostRule]>,
-    ) -> Self {
-        CallContext {
-            call,
-            events,
-            log,
-            limits,
-            http_rules,
-        }
-    }
-
     fn send(&self, event: CallEvent) {
         self.events.send(self.call, event);
     }

@@ -68,6 +68,7 @@ impl Apps {
                             app: name.clone(),
                             recordings: Arc::clone(recordings),
                         })),
+                        tts_url: app.tts_url.as_deref().map(Arc::from),
                     },
                     file,
                 },

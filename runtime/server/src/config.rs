@@ -275,6 +275,10 @@ pub struct AppConfig {
     /// The variables' values, read when the config is.
     #[serde(skip)]
     pub resolved_variables: std::sync::Arc<Variables>,
+    /// An HTTP speech service for `say` in place of flite: GET
+    /// `{tts_url}?text=...&language=...` answers with the speech as a WAV
+    /// (8 kHz mono).
+    pub tts_url: Option<String>,
 }
 
 /// Where a variable's value comes from: the config itself (a plain value),
@@ -385,6 +389,15 @@ impl Config {
                     "apps.{app}.tenant: there is no tenant named {:?}",
                     settings.tenant
                 );
+            }
+            if let Some(url) = &settings.tts_url {
+                let web = |uri: hyper::Uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some_and(|host| !host.is_empty())
+                };
+                if !url.parse().is_ok_and(web) {
+                    bail!("apps.{app}.tts_url: an http:// or https:// URL, not {url:?}");
+                }
             }
         }
         if let Some(sip) = &self.sip {
@@ -601,6 +614,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(error, "apps.x.tenant: there is no tenant named \"b\"");
+
+        let error = Config::parse(
+            "[tenants.a]\napi_keys = [\"key-of-a\"]\n[apps.x]\ntenant = \"a\"\n\
+             scenario = \"x.wasm\"\ntts_url = \"ftp://tts.example/\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "apps.x.tts_url: an http:// or https:// URL, not \"ftp://tts.example/\""
+        );
 
         let error = Config::parse("[apps.x]\ntenant = \"b\"\nscenario = 5\n")
             .unwrap_err()

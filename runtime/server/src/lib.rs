@@ -457,6 +457,7 @@ pub fn default_config(dir: &Path) -> (Config, String) {
             limits: Default::default(),
             variables: Default::default(),
             resolved_variables: Default::default(),
+            tts_url: None,
         },
     );
     (config, key)

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::media::{Rtp, RtpSender};
+use super::outbound::Rules;
 use super::prompt::{self, Samples};
 use super::sdp::{self, Codec, MediaDirection, RemoteAudio, TELEPHONE_EVENT};
 use super::speech;
@@ -518,9 +519,13 @@ impl Running {
         let sender = self.remote.is_some().then(|| self.rtp.sender());
         self.playback = Some(tokio::spawn(async move {
             let (what, samples) = match &prompt {
-                Prompt::File(url) => ("play", prompt::fetch(url, &context).await.map(Arc::new)),
+                Prompt::File(url) => {
+                    let fetched = prompt::fetch(url, &context, Rules::App).await;
+                    ("play", fetched.map(Arc::new))
+                }
                 Prompt::Speech { text, language } => {
-                    ("say", speech::synthesize(text, language.as_deref()).await)
+                    let spoken = speech::synthesize(text, language.as_deref(), &context).await;
+                    ("say", spoken)
                 }
             };
             match (samples, sender) {

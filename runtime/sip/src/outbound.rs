@@ -13,25 +13,36 @@ use tokio_rustls::TlsConnector;
 use sessionbox_host::destination;
 use sessionbox_host::telephony::CallContext;
 
+/// Whose URL a connection goes to, and so which rules it is under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    /// The scenario's: the app's allow list and the private-address rule.
+    App,
+    /// The operator's (a speech service in the node's config): none.
+    Operator,
+}
+
 /// A connection, plain or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-/// Connects to `uri`'s host (over TLS when `tls`), as the app's rules
-/// allow; every error is a sentence for the scenario's author.
+/// Connects to `uri`'s host (over TLS when `tls`), as `rules` allow;
+/// every error is a sentence for the scenario's author.
 pub async fn connect(
     uri: &http::Uri,
     tls: bool,
     context: &CallContext,
+    rules: Rules,
 ) -> Result<Box<dyn Stream>, String> {
     let scheme = uri.scheme_str().unwrap_or_default();
     let host = uri.host().unwrap_or_default().to_owned();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    if !destination::allowed(&context.http_rules, scheme, &host, port) {
+    if rules == Rules::App && !destination::allowed(&context.http_rules, scheme, &host, port) {
         return Err(format!("{host} is not in the app's http_allow list"));
     }
     let limits = &context.limits;
-    let addresses = destination::resolve_public(&host, port, limits.http_allow_private)
+    let allow_private = rules == Rules::Operator || limits.http_allow_private;
+    let addresses = destination::resolve_public(&host, port, allow_private)
         .await
         .map_err(|(_, reason)| reason)?;
     let connect = TcpStream::connect(addresses.as_slice());

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
 
-use super::{g711, outbound};
+use super::g711;
+use super::outbound::{self, Rules};
 use sessionbox_host::telephony::CallContext;
 use sessionbox_host::telephony::Codec;
 
@@ -18,23 +19,23 @@ pub type Samples = Vec<i16>;
 /// file.
 pub const CHIME: &str = "bundled:chime";
 
-/// Fetches and decodes the prompt at `url`. Every error is a sentence for
-/// the scenario's author.
-pub async fn fetch(url: &str, context: &CallContext) -> Result<Samples, String> {
+/// Fetches and decodes the prompt at `url`, under `rules`. Every error is
+/// a sentence for the scenario's author.
+pub async fn fetch(url: &str, context: &CallContext, rules: Rules) -> Result<Samples, String> {
     if url == CHIME {
         return Ok(chime());
     }
     let limits = &context.limits;
     let total: Duration = limits.http_total_timeout;
-    let body = tokio::time::timeout(total, get(url, context))
+    let body = tokio::time::timeout(total, get(url, context, rules))
         .await
         .map_err(|_| format!("GET {url}: no whole answer within {} ms", total.as_millis()))??;
     read_wav(&body).map_err(|e| format!("{url}: {e}"))
 }
 
-/// GETs `url` under the app's outbound rules ([`outbound::connect`]). No
-/// redirects are followed.
-async fn get(url: &str, context: &CallContext) -> Result<Vec<u8>, String> {
+/// GETs `url` under `rules` ([`outbound::connect`]). No redirects are
+/// followed.
+async fn get(url: &str, context: &CallContext, rules: Rules) -> Result<Vec<u8>, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -47,7 +48,7 @@ async fn get(url: &str, context: &CallContext) -> Result<Vec<u8>, String> {
             ));
         }
     };
-    let stream = outbound::connect(&uri, tls, context)
+    let stream = outbound::connect(&uri, tls, context, rules)
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
     let failed = |e: &dyn std::fmt::Display| format!("GET {url}: {e}");

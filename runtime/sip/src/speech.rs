@@ -5,16 +5,26 @@
 //! flite runs as a program, one per synthesis, off the tokio workers and
 //! under a deadline: the binary builds without it, a node without it says
 //! so in the session log, and a synthesizer that crashes or hangs cannot
-//! take the node with it. What it said is kept in memory by text, so a
-//! menu a thousand callers hear is synthesized once.
+//! take the node with it.
+//!
+//! An app may name an HTTP speech service instead (`tts_url` in the node's
+//! config, for cloud voices): `GET {tts_url}?text=...&language=...`
+//! answers with the speech as a WAV (8 kHz mono). It is the operator's
+//! URL, so neither the app's allow list nor the private-address rule
+//! applies; its answer is held to the prompt limits.
+//!
+//! What was said is kept in memory by voice (flite, or the service's URL),
+//! language and text, so a menu a thousand callers hear is synthesized once.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::prompt::{Samples, read_wav};
+use super::outbound::Rules;
+use super::prompt::{self, Samples, read_wav};
 use sessionbox_host::sync::MutexExt;
+use sessionbox_host::telephony::CallContext;
 
 /// flite's voice: `kal`, a US English male voice recorded at 8 kHz.
 const VOICE: &str = "kal";
@@ -28,28 +38,67 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// Samples the cache keeps at most, in bytes (about 35 minutes of speech).
 const CACHE_BYTES: usize = 32 << 20;
 
-/// `text` spoken, as 8 kHz samples; every error is a sentence for the
-/// scenario's author.
-pub async fn synthesize(text: &str, language: Option<&str>) -> Result<Arc<Samples>, String> {
-    if let Some(language) = language
-        && !language.to_ascii_lowercase().starts_with("en")
-    {
-        return Err(format!(
-            "this node's synthesizer (flite) speaks English only, not {language:?}"
-        ));
+/// `text` spoken for the call of `context`, as 8 kHz samples; every error
+/// is a sentence for the scenario's author.
+pub async fn synthesize(
+    text: &str,
+    language: Option<&str>,
+    context: &CallContext,
+) -> Result<Arc<Samples>, String> {
+    let service = context.tts_url.as_deref();
+    speakable(text, language, service)?;
+    let language = language.unwrap_or("en-US");
+    let key = format!("{}\0{language}\0{text}", service.unwrap_or(VOICE));
+    if let Some(spoken) = cache().locked().get(&key) {
+        return Ok(spoken);
     }
+    let spoken = Arc::new(match service {
+        Some(url) => ask_service(url, text, language, context).await?,
+        None => run_flite(text).await?,
+    });
+    cache().locked().insert(&key, Arc::clone(&spoken));
+    Ok(spoken)
+}
+
+/// Why `text` cannot be spoken (in `language`, by the speech service, or by
+/// flite without one), if it cannot.
+fn speakable(text: &str, language: Option<&str>, service: Option<&str>) -> Result<(), String> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(format!(
             "the text is {} bytes, over the {MAX_TEXT_BYTES} one `say` speaks",
             text.len()
         ));
     }
-    if let Some(spoken) = cache().locked().get(text) {
-        return Ok(spoken);
+    match language {
+        // A service knows its own languages.
+        Some(language) if service.is_none() && !language.to_ascii_lowercase().starts_with("en") => {
+            Err(format!(
+                "this node's synthesizer (flite) speaks English only, not {language:?}"
+            ))
+        }
+        _ => Ok(()),
     }
-    let spoken = Arc::new(run_flite(text).await?);
-    cache().locked().insert(text, Arc::clone(&spoken));
-    Ok(spoken)
+}
+
+/// The app's speech service's answer for `text`.
+async fn ask_service(
+    url: &str,
+    text: &str,
+    language: &str,
+    context: &CallContext,
+) -> Result<Samples, String> {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("text", text)
+        .append_pair("language", language)
+        .finish();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    prompt::fetch(
+        &format!("{url}{separator}{query}"),
+        context,
+        Rules::Operator,
+    )
+    .await
+    .map_err(|error| format!("the app's speech service: {error}"))
 }
 
 async fn run_flite(text: &str) -> Result<Samples, String> {
@@ -123,12 +172,14 @@ impl Cache {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn other_languages_and_long_texts_are_refused_saying_why() {
-        let german = synthesize("Guten Tag", Some("de-DE")).await.unwrap_err();
+    #[test]
+    fn other_languages_and_long_texts_are_refused_saying_why() {
+        let german = speakable("Guten Tag", Some("de-DE"), None).unwrap_err();
         assert!(german.contains("English only"), "{german}");
+        let service = Some("http://tts.example/speak");
+        assert_eq!(speakable("Guten Tag", Some("de-DE"), service), Ok(()));
         let long = "a".repeat(MAX_TEXT_BYTES + 1);
-        let error = synthesize(&long, None).await.unwrap_err();
+        let error = speakable(&long, None, service).unwrap_err();
         assert!(error.contains("over the 4096"), "{error}");
     }
 

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::media::RtpSender;
-use super::outbound;
+use super::outbound::{self, Rules};
 use super::sdp::rand_u32;
 use sessionbox_host::telephony::{CallContext, Codec, FrameKind, MediaFrame, MediaPort, StreamId};
 
@@ -98,7 +98,7 @@ async fn run(
     let connecting = async {
         let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
         let tls = uri.scheme_str() == Some("wss");
-        let stream = outbound::connect(&uri, tls, context).await?;
+        let stream = outbound::connect(&uri, tls, context, Rules::App).await?;
         let config = WebSocketConfig::default()
             .max_message_size(Some(limits.websocket_message_bytes))
             .max_frame_size(Some(limits.websocket_message_bytes));

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::outbound::Rules;
 use super::prompt::{self, Samples};
 use super::speech;
 use sessionbox_host::sync::MutexExt;
@@ -55,11 +56,13 @@ impl WavOut {
                 let (what, samples) = match action {
                     CallAction::Say { text, language } => (
                         "say",
-                        speech::synthesize(&text, language.as_deref())
+                        speech::synthesize(&text, language.as_deref(), &context)
                             .await
                             .map(|spoken| Samples::clone(&spoken)),
                     ),
-                    CallAction::Play { url } => ("play", prompt::fetch(&url, &context).await),
+                    CallAction::Play { url } => {
+                        ("play", prompt::fetch(&url, &context, Rules::App).await)
+                    }
                     _ => continue,
                 };
                 match samples.map(|samples| out.append(&samples)) {

@@ -87,6 +87,8 @@ pub struct Calls {
     streams_started: u32,
     /// Where the app keeps recordings, if anywhere.
     recording_store: Option<Arc<dyn RecordingStore>>,
+    /// The app's speech service, if it has one.
+    tts_url: Option<Arc<str>>,
     session_id: String,
 }
 
@@ -322,13 +324,14 @@ impl Calls {
 
     /// What the far end of `call` reports back with.
     fn context(&self, call: CallId) -> CallContext {
-        CallContext::new(
+        CallContext {
             call,
-            Arc::clone(&self.events),
-            self.log.clone(),
-            Arc::clone(&self.limits),
-            Arc::clone(&self.http_rules),
-        )
+            events: Arc::clone(&self.events),
+            log: self.log.clone(),
+            limits: Arc::clone(&self.limits),
+            http_rules: Arc::clone(&self.http_rules),
+            tts_url: self.tts_url.clone(),
+        }
     }
 
     /// Checks `action` against the call's state and the limits, then hands
@@ -455,6 +458,7 @@ impl Factor for Calls {
             streams: BTreeMap::new(),
             streams_started: 0,
             recording_store: cx.app.recordings.clone(),
+            tts_url: cx.app.tts_url.clone(),
             session_id: cx.id.to_owned(),
         }
     }

@@ -61,13 +61,14 @@ pub trait Factor: Sized + Send + 'static {
 
 /// What the sessions of one app share besides their scenario: its
 /// key-value store (none: storage is refused as unavailable), its
-/// variables, and where its recordings are kept (none: recording is
-/// refused).
+/// variables, where its recordings are kept (none: recording is refused),
+/// and the HTTP speech service its `say` uses (none: the node's flite).
 #[derive(Clone, Default)]
 pub struct AppState {
     pub storage: Option<storage::AppStorage>,
     pub variables: Arc<variables::Variables>,
     pub recordings: Option<Arc<dyn RecordingStore>>,
+    pub tts_url: Option<Arc<str>>,
 }
 
 /// What every capability's view shares: the gate and the table of the
