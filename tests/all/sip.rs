@@ -44,16 +44,16 @@ async fn node(trunk: Option<String>) -> Node {
 
 /// The same with the guest `guest` as the app.
 async fn node_running(guest: &str, trunk: Option<String>) -> Node {
-    node_with(guest, trunk, "http_allow_private = true", "").await
-}
-
-/// The same with `limits` (inside the app's `limits` table) besides the
-/// short waits, and more of the app's fields.
-async fn node_with(guest: &str, trunk: Option<String>, limits: &str, app: &str) -> Node {
-    let dir = tempfile::tempdir().unwrap();
     let trunk = trunk
         .map(|fields| format!("trunk = {{ {fields} }}"))
         .unwrap_or_default();
+    node_with(guest, "http_allow_private = true", "", &trunk).await
+}
+
+/// The same with `limits` (inside the app's `limits` table) besides the
+/// short waits, and more of the app's fields and of the `sip` section's.
+async fn node_with(guest: &str, limits: &str, app: &str, sip: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
     let config = Config::parse(&format!(
         r#"
         [server]
@@ -71,7 +71,7 @@ async fn node_with(guest: &str, trunk: Option<String>, limits: &str, app: &str) 
         listen = "127.0.0.1:0"
         rtp_ports = [{RTP_LOW}, {RTP_HIGH}]
         routes = [{{ number = "^[a-z]+$", app = "probe" }}]
-        {trunk}
+        {sip}
         "#,
         db = dir.path().join("history.db").display(),
         probe = guest_path(guest).display(),
@@ -579,6 +579,32 @@ async fn an_offer_with_ipv6_audio_to_an_ipv4_node_gets_488_and_no_session() {
     );
 }
 
+#[tokio::test]
+async fn an_offer_with_ipv6_audio_gets_ipv6_media_where_the_node_has_an_address() {
+    let media = UdpSocket::bind("[::1]:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let capturing = capture_rtp(media);
+    let mut node = node_with("sip-probe", "", "", "media_address_v6 = \"::1\"").await;
+    // sipp checks that the 200's answer is IPv6 (c=IN IP6 ::1).
+    let keys = [
+        ("rtp_port", port.to_string()),
+        ("prompt_url", "Hello.".to_owned()),
+    ];
+    let record = node
+        .call_with("uac_ipv6_media.xml", "say", Transport::Udp, &keys)
+        .await;
+    assert_eq!(
+        scenario_lines(&record)[2..],
+        ["connected 1", "playback-finished 1", "disconnected 1"],
+    );
+    let packets = capturing.await.unwrap();
+    assert_eq!(
+        packets.len(),
+        flite_samples("Hello.").div_ceil(160),
+        "the speech, over IPv6"
+    );
+}
+
 /// An RTP packet.
 fn rtp(payload_type: u8, marker: bool, sequence: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
     let mut packet = vec![0x80, payload_type | if marker { 0x80 } else { 0 }];
@@ -923,7 +949,7 @@ async fn a_stream_carries_the_callers_audio_out_and_the_servers_back() {
 #[tokio::test]
 async fn a_stream_to_a_private_address_is_refused_cleanly() {
     // Without http_allow_private: loopback is out of bounds.
-    let mut node = node_with("sip-probe", None, "http_allow_private = false", "").await;
+    let mut node = node_with("sip-probe", "http_allow_private = false", "", "").await;
     let keys = [("prompt_url", "ws://127.0.0.1:9/media".to_owned())];
     let record = node
         .call_with("uac_play.xml", "stream", Transport::Udp, &keys)
@@ -1052,7 +1078,7 @@ async fn an_apps_speech_service_speaks_for_say() {
     // The operator's URL: loopback, though the app may not reach private
     // addresses itself.
     let tts = format!("tts_url = \"{service}/speak?voice=anna\"");
-    let mut node = node_with("sip-probe", None, "http_allow_private = false", &tts).await;
+    let mut node = node_with("sip-probe", "http_allow_private = false", &tts, "").await;
     let keys = [
         ("rtp_port", port.to_string()),
         ("prompt_url", "Grüß Gott & welcome".to_owned()),

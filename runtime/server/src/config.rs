@@ -119,6 +119,10 @@ pub struct SipConfig {
     /// `[low, high]`: the UDP ports calls' RTP may use (each call one even
     /// port), for firewalls; any free port when unset.
     pub rtp_ports: Option<[u16; 2]>,
+    /// An IPv6 address of this node for the media of calls whose offer is
+    /// IPv6 (a node whose address is IPv4); without it, such offers get
+    /// 488.
+    pub media_address_v6: Option<std::net::Ipv6Addr>,
     /// Which app takes a call, by the number called: the first route whose
     /// pattern (a regular expression) matches the request URI's user.
     #[serde(default)]

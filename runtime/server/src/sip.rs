@@ -23,8 +23,13 @@ pub struct SipFront {
 impl SipFront {
     pub async fn bind(settings: &SipConfig) -> Result<SipFront> {
         let rtp_ports = settings.rtp_ports.map(|[low, high]| low..=high);
-        let endpoint =
-            SipEndpoint::bind(settings.listen, settings.public_address, rtp_ports).await?;
+        let endpoint = SipEndpoint::bind(
+            settings.listen,
+            settings.public_address,
+            rtp_ports,
+            settings.media_address_v6,
+        )
+        .await?;
         let routes = settings
             .routes
             .iter()

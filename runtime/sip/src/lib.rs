@@ -19,7 +19,7 @@ mod stream;
 mod trunk;
 mod wav_out;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,8 @@ pub struct SipEndpoint {
     advertised: IpAddr,
     /// Where calls' RTP sockets go (any free port when None).
     rtp_ports: Option<RangeInclusive<u16>>,
+    /// Our IPv6 address for IPv6 offers, when `advertised` is IPv4.
+    media_v6: Option<Ipv6Addr>,
     incoming: Mutex<Option<TransactionReceiver>>,
     /// Whether new calls are welcome: a draining node answers OPTIONS
     /// with 503, so that a dispatcher in front stops sending it calls.
@@ -67,11 +69,13 @@ pub struct SipEndpoint {
 impl SipEndpoint {
     /// Listens on `listen` (UDP and TCP; port 0 picks one). `advertised` is
     /// the address peers reach us at; it must be given when `listen` is a
-    /// wildcard address. Calls' RTP takes even ports of `rtp_ports`.
+    /// wildcard address. Calls' RTP takes even ports of `rtp_ports`; a call
+    /// whose offer is IPv6 gets its media on `media_v6`, if given.
     pub async fn bind(
         listen: SocketAddr,
         advertised: Option<IpAddr>,
         rtp_ports: Option<RangeInclusive<u16>>,
+        media_v6: Option<Ipv6Addr>,
     ) -> Result<Arc<SipEndpoint>> {
         let advertised = match advertised {
             Some(ip) => ip,
@@ -114,6 +118,7 @@ impl SipEndpoint {
             local: SocketAddr::new(listen.ip(), local.port()),
             advertised,
             rtp_ports,
+            media_v6: media_v6.filter(|_| advertised.is_ipv4()),
             incoming: Mutex::new(Some(incoming)),
             taking_calls: AtomicBool::new(true),
         }))
@@ -135,9 +140,22 @@ impl SipEndpoint {
         Uri::try_from(format!("sip:sessionbox@{at}").as_str()).expect("a valid SIP URI")
     }
 
-    /// A new RTP socket for a call.
-    fn rtp(&self) -> std::io::Result<Rtp> {
-        Rtp::bind(self.local.ip(), self.advertised, self.rtp_ports.clone())
+    /// A new RTP socket for a call, on our IPv6 address when the far end's
+    /// media is IPv6 and we have one.
+    fn rtp(&self, far_end_ipv6: bool) -> std::io::Result<Rtp> {
+        match self.media_v6 {
+            Some(v6) if far_end_ipv6 => Rtp::bind(v6.into(), v6.into(), self.rtp_ports.clone()),
+            _ => Rtp::bind(self.local.ip(), self.advertised, self.rtp_ports.clone()),
+        }
+    }
+
+    /// The address our media is at for a far end whose media is IPv6 (or
+    /// not).
+    fn media_address(&self, far_end_ipv6: bool) -> IpAddr {
+        match self.media_v6 {
+            Some(v6) if far_end_ipv6 => v6.into(),
+            _ => self.advertised,
+        }
     }
 
     /// Runs the endpoint until [`shutdown`](Self::shutdown): every new
@@ -260,12 +278,17 @@ impl IncomingInvite {
         }
     }
 
+    /// Whether the caller's offer puts its media on IPv6.
+    fn offers_ipv6(&self) -> bool {
+        sdp::parse(self.tx.original.body()).is_ok_and(|offer| offer.addr.is_ipv6())
+    }
+
     /// Why this node cannot carry the call's audio, if it cannot: an offer
-    /// whose media is IPv6 when ours is IPv4 (or the other way round)
+    /// whose media is IPv6 when ours is IPv4 only (or the other way round)
     /// would get an answer and no audio at all.
     pub fn unplayable(&self) -> Option<String> {
         let offer = sdp::parse(self.tx.original.body()).ok()?;
-        let ours = self.sip.advertised;
+        let ours = self.sip.media_address(offer.addr.is_ipv6());
         (offer.addr.is_ipv6() != ours.is_ipv6()).then(|| {
             format!(
                 "the offer's audio is at {}, and this node's media is on {ours}",
@@ -285,7 +308,7 @@ impl IncomingInvite {
     /// hears ringing, and the call's task carries it from there.
     pub async fn deliver(mut self, session: &SessionHandle) -> Result<CallId, SessionError> {
         let sip = Arc::clone(&self.sip);
-        let rtp = match sip.rtp() {
+        let rtp = match sip.rtp(self.offers_ipv6()) {
             Ok(rtp) => rtp,
             Err(error) => {
                 tracing::error!("SIP: no RTP socket for a call: {error}");

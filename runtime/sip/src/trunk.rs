@@ -90,9 +90,10 @@ impl Dialer for TrunkDialer {
             .caller_id
             .or_else(|| self.trunk.username.clone())
             .unwrap_or_else(|| "sessionbox".into());
+        // Our offer is on our own address family.
         let rtp = self
             .sip
-            .rtp()
+            .rtp(false)
             .map_err(|e| format!("no RTP socket for the call: {e}"))?;
         let offer = sdp::describe(
             rtp.advertised(),
