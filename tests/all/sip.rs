@@ -318,6 +318,37 @@ async fn a_played_prompt_arrives_as_rtp_in_order() {
     assert!(packets[0][1] & 0x80 != 0, "the marker starts the prompt");
 }
 
+impl Node {
+    /// Places one call with sipp's `scenario` to `number` (X-Prompt:
+    /// `prompt`), its media on a socket of the test at `media_ip`, which
+    /// the node plays a prompt to and hangs up after; checks the events the
+    /// scenario logged, and returns the session's record and the RTP
+    /// packets that arrived.
+    async fn prompted_call(
+        &mut self,
+        scenario: &str,
+        number: &str,
+        prompt: &str,
+        media_ip: &str,
+    ) -> (Arc<SessionRecord>, Vec<Vec<u8>>) {
+        let media = UdpSocket::bind((media_ip, 0)).await.unwrap();
+        let port = media.local_addr().unwrap().port();
+        let capturing = capture_rtp(media);
+        let keys = [
+            ("rtp_port", port.to_string()),
+            ("prompt_url", prompt.to_owned()),
+        ];
+        let record = self
+            .call_with(scenario, number, Transport::Udp, &keys)
+            .await;
+        assert_eq!(
+            scenario_lines(&record)[2..],
+            ["connected 1", "playback-finished 1", "disconnected 1"],
+        );
+        (record, capturing.await.unwrap())
+    }
+}
+
 /// Listens as the caller's media socket; the RTP packets that arrive
 /// until none has for 3 s.
 fn capture_rtp(media: UdpSocket) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
@@ -336,22 +367,10 @@ fn capture_rtp(media: UdpSocket) -> tokio::task::JoinHandle<Vec<Vec<u8>>> {
 #[tokio::test]
 async fn say_speaks_its_text_into_the_call() {
     let text = "Welcome to Sessionbox. Press one for sales, or two for support.";
-    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = media.local_addr().unwrap().port();
-    let capturing = capture_rtp(media);
     let mut node = node(None).await;
-    let keys = [
-        ("rtp_port", port.to_string()),
-        ("prompt_url", text.to_owned()),
-    ];
-    let record = node
-        .call_with("uac_play.xml", "say", Transport::Udp, &keys)
+    let (record, packets) = node
+        .prompted_call("uac_play.xml", "say", text, "127.0.0.1")
         .await;
-    assert_eq!(
-        scenario_lines(&record)[2..],
-        ["connected 1", "playback-finished 1", "disconnected 1"],
-    );
-    let packets = capturing.await.unwrap();
     let notes = lines(&record, LogSource::Host);
     // Exactly the speech of this text, 20 ms a packet (the last padded).
     let expected = flite_samples(text).div_ceil(160);
@@ -374,23 +393,11 @@ async fn say_speaks_its_text_into_the_call() {
 
 #[tokio::test]
 async fn a_late_offer_gets_our_offer_in_the_200_and_audio_as_the_ack_answers() {
-    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = media.local_addr().unwrap().port();
-    let capturing = capture_rtp(media);
     let mut node = node(None).await;
-    let keys = [
-        ("rtp_port", port.to_string()),
-        ("prompt_url", "bundled:chime".to_owned()),
-    ];
     // sipp checks the 200 carries our offer, and answers PCMA in its ACK.
-    let record = node
-        .call_with("uac_late_offer.xml", "play", Transport::Udp, &keys)
+    let (_, packets) = node
+        .prompted_call("uac_late_offer.xml", "play", "bundled:chime", "127.0.0.1")
         .await;
-    assert_eq!(
-        scenario_lines(&record)[2..],
-        ["connected 1", "playback-finished 1", "disconnected 1"],
-    );
-    let packets = capturing.await.unwrap();
     assert_eq!(packets.len(), 40, "the 0.8 s chime, to the ACK's address");
     assert!(
         packets.iter().all(|packet| packet[1] & 0x7F == 8),
@@ -581,23 +588,11 @@ async fn an_offer_with_ipv6_audio_to_an_ipv4_node_gets_488_and_no_session() {
 
 #[tokio::test]
 async fn an_offer_with_ipv6_audio_gets_ipv6_media_where_the_node_has_an_address() {
-    let media = UdpSocket::bind("[::1]:0").await.unwrap();
-    let port = media.local_addr().unwrap().port();
-    let capturing = capture_rtp(media);
     let mut node = node_with("sip-probe", "", "", "media_address_v6 = \"::1\"").await;
     // sipp checks that the 200's answer is IPv6 (c=IN IP6 ::1).
-    let keys = [
-        ("rtp_port", port.to_string()),
-        ("prompt_url", "Hello.".to_owned()),
-    ];
-    let record = node
-        .call_with("uac_ipv6_media.xml", "say", Transport::Udp, &keys)
+    let (_, packets) = node
+        .prompted_call("uac_ipv6_media.xml", "say", "Hello.", "::1")
         .await;
-    assert_eq!(
-        scenario_lines(&record)[2..],
-        ["connected 1", "playback-finished 1", "disconnected 1"],
-    );
-    let packets = capturing.await.unwrap();
     assert_eq!(
         packets.len(),
         flite_samples("Hello.").div_ceil(160),
@@ -1072,30 +1067,18 @@ async fn an_apps_speech_service_speaks_for_say() {
         }
     })
     .await;
-    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = media.local_addr().unwrap().port();
-    let capturing = capture_rtp(media);
     // The operator's URL: loopback, though the app may not reach private
     // addresses itself.
     let tts = format!("tts_url = \"{service}/speak?voice=anna\"");
     let mut node = node_with("sip-probe", "http_allow_private = false", &tts, "").await;
-    let keys = [
-        ("rtp_port", port.to_string()),
-        ("prompt_url", "Grüß Gott & welcome".to_owned()),
-    ];
-    let record = node
-        .call_with("uac_play.xml", "say", Transport::Udp, &keys)
+    let (_, packets) = node
+        .prompted_call("uac_play.xml", "say", "Grüß Gott & welcome", "127.0.0.1")
         .await;
-    assert_eq!(
-        scenario_lines(&record)[2..],
-        ["connected 1", "playback-finished 1", "disconnected 1"],
-    );
     let asked = asked.recv().await.unwrap();
     assert_eq!(
         asked,
         "/speak?voice=anna&text=Gr%C3%BC%C3%9F+Gott+%26+welcome&language=en-US"
     );
-    let packets = capturing.await.unwrap();
     assert_eq!(
         packets.len(),
         50,

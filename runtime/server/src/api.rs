@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 
 use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiResult, session_error};
-use crate::history::{SessionFilter, unix_ms};
+use crate::history::{SessionFilter, StoredSession, unix_ms};
 use crate::{Server, access};
 use sessionbox_host::IncomingCall;
 use sessionbox_host::bindings::Header;
@@ -296,11 +296,7 @@ async fn session(
     Tenant(tenant): Tenant,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let session = server
-        .session_of(&tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(no_session)?;
+    let session = tenants_session(&server, &tenant, &id).await?;
     Ok(Json(
         serde_json::to_value(session).map_err(ApiError::internal)?,
     ))
@@ -347,11 +343,7 @@ async fn session_log(
 }
 
 async fn stored_log(server: &Server, tenant: &str, id: &str) -> ApiResult<Json<Value>> {
-    let stored = server
-        .session_of(tenant, id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(no_session)?;
+    let stored = tenants_session(server, tenant, id).await?;
     let lines = server.history().log(id).await.map_err(ApiError::internal)?;
     Ok(Json(json!({
         "session_id": id,
@@ -425,17 +417,22 @@ async fn terminate_session(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// The session `id` of `tenant`, live or past; 404 for any other.
+async fn tenants_session(server: &Server, tenant: &str, id: &str) -> ApiResult<StoredSession> {
+    server
+        .session_of(tenant, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_session)
+}
+
 /// `GET /v1/sessions/{id}/recordings`: the session's kept recordings.
 async fn recordings(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    server
-        .session_of(&tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(no_session)?;
+    tenants_session(&server, &tenant, &id).await?;
     let recordings = server
         .recordings()
         .list(&id)
@@ -450,11 +447,7 @@ async fn recording(
     Tenant(tenant): Tenant,
     ApiPath((id, n)): ApiPath<(String, u32)>,
 ) -> ApiResult<impl IntoResponse> {
-    server
-        .session_of(&tenant, &id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(no_session)?;
+    tenants_session(&server, &tenant, &id).await?;
     let wav = server
         .recordings()
         .wav(&id, n)

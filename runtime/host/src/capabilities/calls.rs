@@ -888,18 +888,32 @@ mod tests {
         }
     }
 
+    impl Session {
+        /// `count` more calls (numbered on from the last), far ends that
+        /// keep their bridges, connected if `connect`.
+        fn ring_bridgeable(&mut self, count: CallId, connect: bool) -> Vec<Bridged> {
+            let first = self.calls.legs.len() as CallId + 1;
+            (first..first + count)
+                .map(|call| {
+                    let link = Bridged::new();
+                    let far_end = link.clone();
+                    self.ring(call, Box::new(move |_| Box::new(far_end)));
+                    if connect {
+                        self.act(call, CallAction::Answer).unwrap();
+                        self.calls.admit(call, CallEvent::Connected).unwrap();
+                    }
+                    link
+                })
+                .collect()
+        }
+    }
+
     #[test]
     fn bridges_join_two_connected_calls_and_end_with_either() {
         let mut session = Session::new(Limits::default());
-        let links: Vec<Bridged> = (1..=4).map(|_| Bridged::new()).collect();
-        for (call, link) in (1..).zip(&links) {
-            let link = link.clone();
-            session.ring(call, Box::new(move |_| Box::new(link)));
-        }
-        for call in 1..=3 {
-            session.act(call, CallAction::Answer).unwrap();
-            session.calls.admit(call, CallEvent::Connected).unwrap();
-        }
+        // Calls 1 to 3 connected, 4 ringing.
+        let mut links = session.ring_bridgeable(3, true);
+        links.extend(session.ring_bridgeable(1, false));
         let connect = |session: &mut Session, a, b| {
             let connected = session.calls.connect(&session.gate, a, b);
             connected.map_err(|refusal| refusal.reason)
@@ -952,13 +966,7 @@ mod tests {
     #[test]
     fn terminating_ends_the_sessions_bridges() {
         let mut session = Session::new(Limits::default());
-        let links: Vec<Bridged> = (1..=2).map(|_| Bridged::new()).collect();
-        for (call, link) in (1..).zip(&links) {
-            let link = link.clone();
-            session.ring(call, Box::new(move |_| Box::new(link)));
-            session.act(call, CallAction::Answer).unwrap();
-            session.calls.admit(call, CallEvent::Connected).unwrap();
-        }
+        let links = session.ring_bridgeable(2, true);
         session.calls.connect(&session.gate, 1, 2).unwrap();
         session.calls.terminating();
         for link in &links {
@@ -1086,13 +1094,7 @@ mod tests {
         let mut session = Session::new(limits);
         let rule = crate::destination::HostRule::parse("media.example").unwrap();
         session.calls.http_rules = Arc::from([rule]);
-        let links: Vec<Bridged> = (1..=2).map(|_| Bridged::new()).collect();
-        for (call, link) in (1..).zip(&links) {
-            let link = link.clone();
-            session.ring(call, Box::new(move |_| Box::new(link)));
-            session.act(call, CallAction::Answer).unwrap();
-            session.calls.admit(call, CallEvent::Connected).unwrap();
-        }
+        session.ring_bridgeable(2, true);
         let stream = |session: &mut Session, call, url: &str| {
             let started = session
                 .calls
