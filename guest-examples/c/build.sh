@@ -16,7 +16,7 @@ out=$root/target/guests/c
 work=$root/target/c-guests-build
 tool_target=${SESSIONBOX_C_TOOL_TARGET:-$HOME/.cache/sessionbox/c-tool-target}
 tool=$tool_target/release/sessionbox-c-tool
-names=(hello remote-control call-handler visit-counter ivr-menu webhook kv-probe)
+names=(hello remote-control call-handler visit-counter ivr-menu call-centre webhook kv-probe)
 shared=("$here/sessionbox.c" "$here/sessionbox.h" "$here/defaults.c")
 
 say() { echo "== $*" >&2; }

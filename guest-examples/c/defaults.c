@@ -1,6 +1,7 @@
 // Default event handlers, as in the Rust SDK: each frees its arguments and
 // does nothing, and HTTP requests get an empty 404. They are weak symbols,
-// so a scenario defines only the events it cares about.
+// so a scenario defines only the events it cares about, of `app-events` and
+// of `media-events` alike.
 //
 // Arguments of an export are the scenario's to free; a resource handle in
 // them (a call, a websocket) is the scenario's to keep or drop: dropping it
@@ -8,6 +9,8 @@
 #include "sessionbox.h"
 
 #define EVENT(name) __attribute__((weak)) void exports_sessionbox_scenario_app_events_##name
+#define MEDIA_EVENT(name) \
+  __attribute__((weak)) void exports_sessionbox_scenario_media_events_##name
 
 EVENT(started)(exports_sessionbox_scenario_app_events_started_event_t *event) {
   exports_sessionbox_scenario_app_events_started_event_free(event);
@@ -64,5 +67,19 @@ EVENT(websocket_message)(uint32_t socket,
 
 EVENT(websocket_closed)(uint32_t socket, uint16_t code, scenario_string_t *reason) {
   (void)socket, (void)code;
+  scenario_string_free(reason);
+}
+
+MEDIA_EVENT(call_held)(uint32_t call) { (void)call; }
+MEDIA_EVENT(call_resumed)(uint32_t call) { (void)call; }
+
+MEDIA_EVENT(recording_finished)(uint32_t recording, uint32_t call, uint32_t duration_ms,
+                                scenario_string_t *maybe_error) {
+  (void)recording, (void)call, (void)duration_ms;
+  if (maybe_error) scenario_string_free(maybe_error);
+}
+
+MEDIA_EVENT(stream_ended)(uint32_t id, uint32_t call, scenario_string_t *reason) {
+  (void)id, (void)call;
   scenario_string_free(reason);
 }

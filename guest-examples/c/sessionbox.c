@@ -51,7 +51,7 @@ static void put_i64(sb_buf *b, int64_t v) {
   put_u64(b, v < 0 ? -(uint64_t)v : (uint64_t)v);
 }
 
-// The enums of wit/scenario.wit, in WIT order.
+// The enums of wit/deps/scenario-0.2.0/scenario.wit, in WIT order.
 static const char *const CAPABILITIES[] = {"logger", "session", "timers", "calls",
                                            "websockets", "http", "storage", "variables"};
 static const char *const PHASES[] = {"running", "terminating", "terminated"};

@@ -79,7 +79,8 @@ bool sb_calls_borrow(uint32_t id, sessionbox_scenario_calls_borrow_call_t *call)
 void sb_calls_forget(uint32_t id);
 
 // Storage: key-value pairs shared by every session of the app, kept across
-// sessions (interface `storage`; see wit/scenario.wit for its limits).
+// sessions (interface `storage`; see wit/deps/scenario-0.2.0/scenario.wit
+// for its limits).
 //
 // Keys are NUL-terminated text; values are bytes. As with the host
 // functions, each returns true when it worked and false when the host

@@ -15,7 +15,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=$root/target/guests/js
 tools=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/js
-names=(hello call-handler remote-control farewell visit-counter ivr-menu webhook kv-probe)
+names=(hello call-handler remote-control farewell visit-counter ivr-menu call-centre webhook kv-probe)
 
 built=$tools/built
 say() { echo "== $*" >&2; }

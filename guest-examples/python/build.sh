@@ -19,7 +19,8 @@ out=$root/target/guests/python
 venv=${SESSIONBOX_TOOLS:-$HOME/.cache/sessionbox/tools}/python-venv
 # output name: Python module (module names cannot contain dashes)
 scenarios=(hello:hello call-handler:call_handler remote-control:remote_control farewell:farewell
-  visit-counter:visit_counter ivr-menu:ivr_menu webhook:webhook kv-probe:kv_probe)
+  visit-counter:visit_counter ivr-menu:ivr_menu call-centre:call_centre webhook:webhook
+  kv-probe:kv_probe)
 
 say() { echo "== $*" >&2; }
 # shellcheck source=../reuse.sh
@@ -74,7 +75,8 @@ for entry in "${scenarios[@]}"; do
   cp "$src" "$here/src/sessionbox.py" "$stage/"
   # The world `sessionbox:python-guest/scenario` (wit/http.wit) is the
   # repository's `scenario` world plus wasi:http/outgoing-handler, so the
-  # bindings include outbound HTTP.
+  # bindings include outbound HTTP. Each -d directory brings its deps/ along:
+  # the repository's holds the 0.2.0 package that 0.3.0 includes.
   "$componentize" --quiet -d "$root/wit" -d "$here/wit" -w sessionbox:python-guest/scenario \
     componentize --python-path "$stage" "$module" -o "$wasm.tmp"
   mv "$wasm.tmp" "$wasm"

@@ -98,9 +98,9 @@ languages! {
     // Built for earlier worlds, run by today's host.
     rust_v0_1: "tests/guests/v0.1.0", 16 MiB, [hello, call_handler, farewell];
     rust_v0_2: "tests/guests/v0.2.0", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
-    js: "target/guests/js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
-    python: "target/guests/python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook];
-    c: "target/guests/c", 16 MiB, [hello, call_handler, remote_control, kv_probe, visit_counter, ivr_menu, webhook];
+    js: "target/guests/js", 16 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook, call_centre];
+    python: "target/guests/python", 32 MiB, [hello, call_handler, remote_control, farewell, kv_probe, visit_counter, ivr_menu, webhook, call_centre];
+    c: "target/guests/c", 16 MiB, [hello, call_handler, remote_control, kv_probe, visit_counter, ivr_menu, webhook, call_centre];
 }
 
 /// Where a language's examples are, and the memory its runtime needs.

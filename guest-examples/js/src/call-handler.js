@@ -6,6 +6,7 @@
 // alerting -> answer -> connected -> say -> playback finished -> hang up ->
 // disconnected. With nothing left to do, the session idles into `terminating`.
 import { check, log, scenario } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 const calls = new Map();
 

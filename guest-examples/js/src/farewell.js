@@ -12,6 +12,7 @@
 import { id, terminate } from 'sessionbox:scenario/session@0.2.0';
 import { setTimeout as setTimer } from 'sessionbox:scenario/timers@0.2.0';
 import { fetchErrorText, log, refusalText, scenario } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 let webhook = '';
 

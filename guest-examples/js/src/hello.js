@@ -4,6 +4,7 @@
 // `sessionbox run target/guests/js/hello.wasm --memory-mib 64 --http 'GET /hi'`
 // and read the log.
 import { log, refusalText } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 // Calls and sockets are kept so they stay in their state: dropping the handle
 // only forgets it, but a scenario that keeps nothing cannot act on them later.

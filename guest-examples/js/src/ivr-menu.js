@@ -7,6 +7,7 @@
 // of the app reads the same keys.
 import { terminate } from 'sessionbox:scenario/session@0.2.0';
 import { check, getText, log, refusalText, scenario } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 const DEFAULT_MENU = 'Press 1 for sales, 2 for support, # to hang up.';
 const NO_SUCH_OPTION = 'No such option.';

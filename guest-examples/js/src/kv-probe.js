@@ -30,6 +30,7 @@ import {
   setText,
   variable,
 } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 class UnknownCommand extends Error {}
 

@@ -8,6 +8,7 @@
 // Every request is logged as `<METHOD> <path> -> <status>`.
 import { customData, id, setCustomData, terminate } from 'sessionbox:scenario/session@0.2.0';
 import { log, refusalText, scenario } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 let requests = 0;
 

@@ -76,35 +76,61 @@ export function fetchErrorText(error) {
 
 const ignore = () => {};
 
+const defaultHandlers = {
+  started: ignore,
+  callAlerting: ignore,
+  httpRequest: () => ({ status: 404, headers: [], body: new Uint8Array() }),
+  websocket: ignore,
+  newWebsocketFailed: ignore,
+  terminating: ignore,
+  terminated: ignore,
+  timerFired: ignore,
+  callConnected: ignore,
+  callDisconnected: ignore,
+  callFailed: ignore,
+  callMessageReceived: ignore,
+  callToneReceived: ignore,
+  callPlaybackFinished: ignore,
+  websocketMessage: ignore,
+  websocketClosed: ignore,
+  callHeld: ignore,
+  callResumed: ignore,
+  recordingFinished: ignore,
+  streamEnded: ignore,
+};
+
+// The handlers given to the module's `scenario(...)`, which `mediaEvents`
+// delivers to, so a scenario names every event in one place, as in the
+// other SDKs. The defaults serve a module that writes `appEvents` itself.
+let events = defaultHandlers;
+
 /**
  * The `app-events` export of a scenario: `handlers` with every event it does
- * not define filled in. componentize-js wants all sixteen functions of the
- * world; the defaults do nothing, except `httpRequest`, which answers 404
- * with an empty body (as the Rust SDK does).
+ * not define filled in. componentize-js wants every function of
+ * `app-events` and of `media-events` (`callHeld`, ..., whose handlers go in
+ * `handlers` too); the defaults do nothing, except `httpRequest`, which
+ * answers 404 with an empty body (as the Rust SDK does).
  *
  *   export const appEvents = scenario({ started(event) { ... } });
+ *   export { mediaEvents } from './sessionbox.js';
  */
 export function scenario(handlers) {
-  return {
-    started: ignore,
-    callAlerting: ignore,
-    httpRequest: () => ({ status: 404, headers: [], body: new Uint8Array() }),
-    websocket: ignore,
-    newWebsocketFailed: ignore,
-    terminating: ignore,
-    terminated: ignore,
-    timerFired: ignore,
-    callConnected: ignore,
-    callDisconnected: ignore,
-    callFailed: ignore,
-    callMessageReceived: ignore,
-    callToneReceived: ignore,
-    callPlaybackFinished: ignore,
-    websocketMessage: ignore,
-    websocketClosed: ignore,
-    ...handlers,
-  };
+  events = { ...defaultHandlers, ...handlers };
+  return events;
 }
+
+/**
+ * The `media-events` export (world 0.3.0), for every scenario module to
+ * re-export: componentize-js takes exports from the module it builds only.
+ * It calls the handlers given to `scenario(...)`.
+ */
+export const mediaEvents = {
+  callHeld: (call) => events.callHeld(call),
+  callResumed: (call) => events.callResumed(call),
+  recordingFinished: (recording, call, durationMs, error) =>
+    events.recordingFinished(recording, call, durationMs, error),
+  streamEnded: (id, call, reason) => events.streamEnded(id, call, reason),
+};
 
 // --- Storage and variables ---------------------------------------------------
 //

@@ -7,6 +7,7 @@
 // all count. A refusal (e.g. the host's storage is unavailable) answers 503
 // with its text.
 import { increment, refusalText, response, scenario } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 export const appEvents = scenario({
   httpRequest() {

@@ -10,6 +10,7 @@
 // (Were it written there, the host would show `[secret]` in its place.)
 import { customData, id } from 'sessionbox:scenario/session@0.2.0';
 import { fetchErrorText, log, refusalText, scenario, variable } from './sessionbox.js';
+export { mediaEvents } from './sessionbox.js';
 
 export const appEvents = scenario({
   async terminating() {

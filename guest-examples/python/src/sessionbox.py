@@ -1,7 +1,8 @@
 """Helpers shared by the example scenarios: a tiny Python SDK for Sessionbox.
 
 - `Scenario`: a base class whose event handlers do nothing (`http_request`
-  answers 404), so a scenario overrides only the events it cares about.
+  answers 404), so a scenario overrides only the events it cares about,
+  those of `app-events` and of `media-events` (`call_held`, ...) alike.
 - `log`, `refusal_text`, `check`: logging and refusals.
 - `http_post` / `http_request`: blocking outbound HTTP over wasi:http.
 - `response`: builds an `HttpResponse`.
@@ -12,6 +13,7 @@ componentize-py bundles this module into every component that imports it.
 """
 
 import json
+import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -64,9 +66,9 @@ def response(status: int, body: bytes | str = b"", content_type: str | None = No
 
 
 class _OneInstance(type(exports.AppEvents)):
-    """componentize-py constructs the export class once per event function
-    (sixteen objects); this makes every construction return the same one, so
-    state kept on `self` is the session's, as in the other SDKs."""
+    """componentize-py constructs the export classes once per event function;
+    this makes every construction return the same object, so state kept on
+    `self` is the session's, as in the other SDKs."""
 
     def __call__(cls, *args, **kwargs):
         instance = cls.__dict__.get("_sessionbox_instance")
@@ -76,7 +78,7 @@ class _OneInstance(type(exports.AppEvents)):
         return instance
 
 
-class Scenario(exports.AppEvents, metaclass=_OneInstance):
+class Scenario(exports.AppEvents, exports.MediaEvents, metaclass=_OneInstance):
     """A session's event handlers. Each does nothing by default, except
     `http_request`, which answers 404 with an empty body.
 
@@ -85,6 +87,14 @@ class Scenario(exports.AppEvents, metaclass=_OneInstance):
     any host function is available: `__init__` may set fields but must not
     call the host.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        # componentize-py wants a class per exported interface in the app
+        # module; `AppEvents` handles both, so scenarios written before
+        # media-events (0.3.0) build unchanged, with one instance for all.
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ == "AppEvents":
+            sys.modules[cls.__module__].MediaEvents = cls
 
     def started(self, event) -> None:
         pass
@@ -132,6 +142,18 @@ class Scenario(exports.AppEvents, metaclass=_OneInstance):
         pass
 
     def websocket_closed(self, socket: int, code: int, reason: str) -> None:
+        pass
+
+    def call_held(self, call: int) -> None:
+        pass
+
+    def call_resumed(self, call: int) -> None:
+        pass
+
+    def recording_finished(self, recording: int, call: int, duration_ms: int, error: str | None) -> None:
+        pass
+
+    def stream_ended(self, id: int, call: int, reason: str) -> None:
         pass
 
 

@@ -2,7 +2,8 @@
 //!
 //!   sessionbox-c-tool bindgen <wit dir> <world> <out dir>
 //!       C bindings for the world, as `wit-bindgen c` (0.63) writes them:
-//!       <world>.h, <world>.c and <world>_component_type.o.
+//!       <world>.h, <world>.c and <world>_component_type.o, with C names
+//!       that leave out package versions (see `unversioned_names`).
 //!   sessionbox-c-tool component <core.wasm> <out.wasm>
 //!       Turns a core module built with `-mexec-model=reactor` into a
 //!       component, adapting its WASI preview 1 imports with the reactor
@@ -12,13 +13,15 @@
 //! builds in a fraction of the time and shares the crates' versions with
 //! its Cargo.lock.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use wasi_preview1_component_adapter_provider::{
     WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
 };
-use wit_bindgen_core::{Files, wit_parser::Resolve};
+use wit_bindgen_core::Files;
+use wit_bindgen_core::wit_parser::{Resolve, WorldId, WorldKey};
 use wit_component::ComponentEncoder;
 
 fn bindgen(wit: &Path, world: &str, out: &Path) -> Result<()> {
@@ -27,16 +30,55 @@ fn bindgen(wit: &Path, world: &str, out: &Path) -> Result<()> {
         .push_path(wit)
         .with_context(|| format!("reading WIT from {}", wit.display()))?;
     let world = resolve.select_world(&[pkg], Some(world))?;
+    let opts = wit_bindgen_c::Opts {
+        rename: unversioned_names(&resolve, world)?,
+        ..Default::default()
+    };
     let mut files = Files::default();
-    wit_bindgen_c::Opts::default()
-        .build()
-        .generate(&mut resolve, world, &mut files)?;
+    opts.build().generate(&mut resolve, world, &mut files)?;
     std::fs::create_dir_all(out)?;
     for (name, contents) in files.iter() {
         let path = out.join(name);
         std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `wit-bindgen c --rename` pairs that name each interface of the world
+/// `<namespace>_<package>_<interface>`, without its package's version.
+///
+/// wit-bindgen-c puts the version in every C name of a package once the
+/// resolve holds two versions of it (`sessionbox_scenario_0_2_0_calls_...`),
+/// as `wit/scenario.wit` (0.3.0) does by including 0.2.0. A world still takes
+/// each interface from one version, so the short names are unambiguous, and
+/// scenarios keep the names they had before 0.3.0.
+fn unversioned_names(resolve: &Resolve, world: WorldId) -> Result<Vec<(String, String)>> {
+    let world = &resolve.worlds[world];
+    let mut names: HashMap<String, String> = HashMap::new();
+    for key in world.imports.keys().chain(world.exports.keys()) {
+        let WorldKey::Interface(id) = key else {
+            continue;
+        };
+        // Interfaces named by a world key are always named and in a package.
+        let interface = &resolve.interfaces[*id];
+        let package = &resolve.packages[interface.package.unwrap()].name;
+        let name = format!(
+            "{}_{}_{}",
+            package.namespace,
+            package.name,
+            interface.name.as_ref().unwrap()
+        )
+        .to_lowercase()
+        .replace('-', "_");
+        let from = resolve.name_world_key(key);
+        match names.get(&name) {
+            Some(other) if *other != from => {
+                bail!("{other} and {from} would both be `{name}` in C")
+            }
+            _ => names.insert(name, from),
+        };
+    }
+    Ok(names.into_iter().map(|(name, from)| (from, name)).collect())
 }
 
 fn component(core: &Path, out: &Path) -> Result<()> {
