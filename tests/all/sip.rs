@@ -1085,3 +1085,57 @@ async fn an_apps_speech_service_speaks_for_say() {
         "the service's second of audio, 20 ms a packet"
     );
 }
+
+/// sipp's own pcap caller (`-sn uac_pcap`: seconds of G.711 A-law from a
+/// recording, then the key 1 as RFC 4733), connected to an agent: the agent
+/// gets the caller's packets, on one stream in the caller's timing, and the
+/// key under its own event payload type.
+#[tokio::test]
+async fn sipps_recorded_caller_is_relayed_to_the_agent_key_press_included() {
+    let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = agent.local_addr().unwrap().port().to_string();
+    let agent_sipp = Sipp::answer_with("uas_agent.xml", 0, &[("rtp_port", port)]);
+    let trunk = format!("address = \"{}\"", agent_sipp.local_addr());
+    let mut node = node_running("sip-probe", Some(trunk)).await;
+    let capturing = capture_rtp(agent);
+    let caller = Sipp::call("builtin:uac_pcap", node.sip, "connect", Transport::Udp, &[]);
+    for (who, sipp) in [("caller", caller), ("agent", agent_sipp)] {
+        if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
+            panic!("sipp as the {who}: {failure}");
+        }
+    }
+    let record = node.next_record().await;
+    let log = scenario_lines(&record);
+    assert!(log.contains(&"tone 1 1".to_owned()), "{log:?}");
+    let packets = capturing.await.unwrap();
+    let audio: Vec<&Vec<u8>> = packets.iter().filter(|p| payload_type(p) == 8).collect();
+    assert!(
+        audio.len() > 200,
+        "seconds of the recording: {} packets",
+        audio.len()
+    );
+    // The recording's packets are 30 ms: the timeline moves by each one's
+    // samples (one a byte, in G.711), as the caller's did.
+    let steps = audio
+        .windows(2)
+        .filter(|pair| {
+            let samples = pair[0].len() as u32 - 12;
+            timestamp(pair[1]).wrapping_sub(timestamp(pair[0])) == samples
+        })
+        .count();
+    assert!(
+        steps * 10 >= audio.len() * 9,
+        "steps of a packet: {steps} of {}",
+        audio.len()
+    );
+    assert!(
+        audio.iter().all(|p| p[8..12] == audio[0][8..12]),
+        "one stream"
+    );
+    let key = packets.iter().find(|p| payload_type(p) == 96);
+    assert_eq!(
+        key.map(|p| p[12]),
+        Some(1),
+        "the key, as the agent's type 96"
+    );
+}

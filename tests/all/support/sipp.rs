@@ -60,8 +60,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The scenario file `tests/sip/NAME.xml` (`name` with or without `.xml`).
-fn scenario(name: &str) -> PathBuf {
+/// A scenario: `tests/sip/NAME.xml` (`name` with or without `.xml`), or
+/// one built into sipp (`builtin:NAME`, e.g. `builtin:uac_pcap`).
+fn scenario(name: &str) -> Scenario {
+    if let Some(builtin) = name.strip_prefix("builtin:") {
+        return Scenario::BuiltIn(builtin.to_owned());
+    }
+    Scenario::File(scenario_file(name))
+}
+
+#[derive(Clone, Debug)]
+enum Scenario {
+    File(PathBuf),
+    BuiltIn(String),
+}
+
+/// The scenario file `tests/sip/NAME.xml`.
+fn scenario_file(name: &str) -> PathBuf {
     let file = if name.ends_with(".xml") {
         name.to_owned()
     } else {
@@ -102,7 +117,7 @@ enum Role {
 /// Everything about one sipp run; `spawn` starts it.
 #[derive(Clone, Debug)]
 struct SippBuilder {
-    scenario: PathBuf,
+    scenario: Scenario,
     role: Role,
     transport: Transport,
     keys: Vec<(String, String)>,
@@ -159,7 +174,16 @@ impl SippBuilder {
             }
             Role::Uas { .. } => args.extend(["-p".into(), uas_port.to_string()]),
         }
-        args.extend(["-sf".into(), self.scenario.display().to_string()]);
+        match &self.scenario {
+            Scenario::File(path) => args.extend(["-sf".into(), path.display().to_string()]),
+            Scenario::BuiltIn(name) => {
+                // The built-in uac_pcap plays pcap/*.pcap from where it runs:
+                // Debian's copies.
+                std::os::unix::fs::symlink("/usr/share/sip-tester", dir.path().join("pcap"))
+                    .map_err(|e| format!("linking sipp's pcap files: {e}"))?;
+                args.extend(["-sn".into(), name.clone()]);
+            }
+        }
         args.extend(["-t".into(), self.transport.flag().into()]);
         args.extend(["-i".into(), "127.0.0.1".into(), "-bind_local".into()]);
         args.extend(["-m".into(), "1".into(), "-nostdin".into()]);

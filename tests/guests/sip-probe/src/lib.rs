@@ -17,6 +17,9 @@
 //! - `bridge`: answers, dials the number in `X-Prompt`, connects the two
 //!   calls when it answers, and hangs both up 800 ms later (the bridged
 //!   calls of scripts/bench-sip.sh).
+//! - `connect`: answers, dials `agent`, connects the two calls when it
+//!   answers; when either hangs up, so does the other. Key presses are
+//!   logged, not echoed.
 //! - Started with custom data `dial <number>`: calls the number, and hangs
 //!   up once connected.
 
@@ -48,7 +51,9 @@ enum Prompt {
     Play(String),
     Say(String),
     Stream { url: String, from: String },
-    Bridge(String),
+    /// Dials `number` and connects it; hangs both up after 800 ms when
+    /// `timed`.
+    Bridge { number: String, timed: bool },
 }
 
 fn report(what: &str, call: CallId, result: Result<(), Refusal>) {
@@ -93,7 +98,7 @@ impl Scenario for SipProbe {
             }
             "reject" => report("reject", id, call.reject(486)),
             // The INVITE's X-Prompt: a URL to play, or a text to say.
-            "play" | "say" | "stream" | "bridge" => {
+            "play" | "say" | "stream" | "bridge" | "connect" => {
                 let prompt = event
                     .headers
                     .iter()
@@ -103,7 +108,14 @@ impl Scenario for SipProbe {
                 let prompt = match event.destination.as_str() {
                     "play" => Prompt::Play(prompt),
                     "say" => Prompt::Say(prompt),
-                    "bridge" => Prompt::Bridge(prompt),
+                    "bridge" => Prompt::Bridge {
+                        number: prompt,
+                        timed: true,
+                    },
+                    "connect" => Prompt::Bridge {
+                        number: "agent".into(),
+                        timed: false,
+                    },
                     _ => Prompt::Stream {
                         url: prompt,
                         from: event.caller_id.clone(),
@@ -122,6 +134,10 @@ impl Scenario for SipProbe {
         if let Some(&caller) = self.bridged.get(&id) {
             if let (Some(a), Some(b)) = (self.calls.get(&caller), self.calls.get(&id)) {
                 report("connect", id, media::connect(a, b));
+            }
+            let timed = matches!(self.prompts.get(&caller), Some(Prompt::Bridge { timed: true, .. }));
+            if !timed {
+                return;
             }
             match timers::set_timeout(800) {
                 Ok(timer) => {
@@ -144,7 +160,7 @@ impl Scenario for SipProbe {
             match prompt {
                 Prompt::Play(url) => report("play", id, call.play(url)),
                 Prompt::Say(text) => report("say", id, call.say(text, Some("en-US"))),
-                Prompt::Bridge(number) => match calls::dial(number) {
+                Prompt::Bridge { number, .. } => match calls::dial(number) {
                     Ok(agent) => {
                         self.bridged.insert(agent.id(), id);
                         self.calls.insert(agent.id(), agent);
@@ -165,6 +181,15 @@ impl Scenario for SipProbe {
     fn call_disconnected(&mut self, id: CallId) {
         log(&format!("disconnected {id}"));
         self.calls.remove(&id);
+        // A bridged call's end ends the other.
+        let other = (self.bridged.iter()).find_map(|(&agent, &caller)| match id {
+            _ if id == agent => Some(caller),
+            _ if id == caller => Some(agent),
+            _ => None,
+        });
+        if let Some(call) = other.and_then(|other| self.calls.get(&other)) {
+            report("hangup", call.id(), call.hangup());
+        }
     }
 
     fn stream_ended(&mut self, stream: StreamId, id: CallId, reason: String) {
@@ -176,8 +201,9 @@ impl Scenario for SipProbe {
 
     fn timer_fired(&mut self, timer: TimerId) {
         if let Some((caller, agent)) = self.ending.remove(&timer) {
+            // Forgotten first: their ends are no news to pass on.
             for id in [agent, caller] {
-                if let Some(call) = self.calls.get(&id) {
+                if let Some(call) = self.calls.remove(&id) {
                     report("hangup", id, call.hangup());
                 }
             }
@@ -206,8 +232,8 @@ impl Scenario for SipProbe {
 
     fn call_tone_received(&mut self, id: CallId, tone: String) {
         log(&format!("tone {id} {tone}"));
-        // A streamed call's keys are the stream's business.
-        if let Some(Prompt::Stream { .. }) = self.prompts.get(&id) {
+        // A streamed or connected call's keys are the far side's business.
+        if let Some(Prompt::Stream { .. } | Prompt::Bridge { .. }) = self.prompts.get(&id) {
             return;
         }
         if let Some(call) = self.calls.get(&id) {
