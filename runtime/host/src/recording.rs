@@ -180,11 +180,6 @@ impl Recorder {
         tracks.sent.lay(at, samples, self.max_samples);
     }
 
-    /// Whether the recording has reached its longest.
-    pub fn is_full(&self) -> bool {
-        self.now() >= self.max_samples
-    }
-
     /// Ends the recording (once; later calls do nothing) and keeps it; the
     /// scenario hears `recording-finished` once it is kept, or why not.
     pub fn finish(&self) {
@@ -392,7 +387,6 @@ mod tests {
         tokio::time::advance(Duration::from_millis(20)).await;
         recorder.heard(1, 160, &[1000; 160]);
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(recorder.is_full());
         recorder.finish();
         let recording = finished(&kept, &heard).await;
         assert_eq!(
