@@ -224,7 +224,10 @@ impl Rtp {
                         if codec != Codec::Pcmu {
                             g711::transcode(codec, Codec::Pcmu, packet.payload, &mut ulaw);
                         }
-                        stream.to_tap(Heard::Audio(ulaw));
+                        stream.to_tap(Heard::Audio {
+                            sequence: packet.sequence,
+                            ulaw,
+                        });
                     }
                 }
                 let relay_to = stream.relay_to.locked().clone();
@@ -465,6 +468,7 @@ impl Drop for Rtp {
 struct RtpPacket<'a> {
     payload_type: u8,
     marker: bool,
+    sequence: u16,
     timestamp: u32,
     ssrc: u32,
     payload: &'a [u8],
@@ -489,6 +493,7 @@ impl<'a> RtpPacket<'a> {
         Some(RtpPacket {
             payload_type: packet[1] & 0x7F,
             marker: packet[1] & 0x80 != 0,
+            sequence: u16::from_be_bytes([packet[2], packet[3]]),
             timestamp: u32::from_be_bytes(packet[4..8].try_into().ok()?),
             ssrc: u32::from_be_bytes(packet[8..12].try_into().ok()?),
             payload: packet.get(start..end)?,

@@ -35,9 +35,65 @@ const SILENCE: u8 = 0xFF;
 
 /// What the call's far end sent, for the stream.
 pub enum Heard {
-    /// 20 ms of its audio, μ-law.
-    Audio(Vec<u8>),
+    /// A packet of its audio (20 ms, usually), μ-law, with its RTP
+    /// sequence number.
+    Audio {
+        sequence: u16,
+        ulaw: Vec<u8>,
+    },
     Key(char),
+}
+
+/// Packets held back waiting for one that is late: three (60 ms); with a
+/// fourth, the late one is taken as lost.
+const REORDER_WINDOW: usize = 3;
+
+/// A sequence number this far from the one due starts a new stream.
+const JUMP: u64 = 1_000;
+
+/// Puts the far end's packets back in order for the stream's server (a
+/// recording places them by timestamp instead): in-order packets pass at
+/// once, and one that overtook a late one waits for it, a little.
+#[derive(Default)]
+struct Reorder {
+    /// The extended sequence number due next.
+    next: Option<u64>,
+    waiting: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl Reorder {
+    /// Takes a packet; the packets now due, in order.
+    fn push(&mut self, sequence: u16, ulaw: Vec<u8>) -> Vec<Vec<u8>> {
+        let next = *self.next.get_or_insert(u64::from(sequence) + (1 << 16));
+        // Extended to the nearest of its wraps around `next`.
+        let near = |wrap: u64| wrap * (1 << 16) + u64::from(sequence);
+        let base = next >> 16;
+        let extended = [base.saturating_sub(1), base, base + 1]
+            .map(near)
+            .into_iter()
+            .min_by_key(|candidate| candidate.abs_diff(next))
+            .expect("three candidates");
+        let mut due = Vec::new();
+        if extended.abs_diff(next) > JUMP {
+            // A new stream (another source, or its sequence restarted):
+            // what waited goes first, and the count starts over.
+            due.extend(std::mem::take(&mut self.waiting).into_values());
+            self.next = Some(extended);
+        } else if extended < next {
+            // Too late, or a duplicate: what came after it has gone on.
+            return Vec::new();
+        }
+        self.waiting.insert(extended, ulaw);
+        while let Some((&first, _)) = self.waiting.first_key_value() {
+            if first != self.next.expect("set above") && self.waiting.len() <= REORDER_WINDOW {
+                break;
+            }
+            let (sequence, packet) = self.waiting.pop_first().expect("seen above");
+            self.next = Some(sequence + 1);
+            due.push(packet);
+        }
+        due
+    }
 }
 
 /// A running stream: the call's handle on it.
@@ -117,6 +173,7 @@ async fn run(
         Err(_) => return "could not connect: no answer in time".to_owned(),
     };
     let mut out = Outgoing::new(parameters);
+    let mut reorder = Reorder::default();
     let mut playing = Playing::new(limits.stream_play_buffer);
     let mut dropped = 0usize;
     let mut ticks = tokio::time::interval(Duration::from_millis(20));
@@ -129,7 +186,19 @@ async fn run(
         let message = tokio::select! {
             reason = &mut stopped => break reason.unwrap_or("the call ended").to_owned(),
             heard = hearing.recv() => match heard {
-                Some(Heard::Audio(ulaw)) => out.media(&ulaw),
+                Some(Heard::Audio { sequence, ulaw }) => {
+                    let mut gone = None;
+                    for packet in reorder.push(sequence, ulaw) {
+                        if let Err(error) = socket.send(out.media(&packet)).await {
+                            gone = Some(format!("the server went away: {error}"));
+                            break;
+                        }
+                    }
+                    match gone {
+                        Some(reason) => break reason,
+                        None => continue,
+                    }
+                }
                 Some(Heard::Key(key)) => out.dtmf(key),
                 None => break "the call ended".to_owned(),
             },
@@ -441,5 +510,35 @@ mod tests {
             playing.take(r#"{"event":"something-else"}"#),
             Ok(Taken::Nothing)
         ));
+    }
+
+    #[test]
+    fn packets_that_overtook_a_late_one_wait_for_it_a_little() {
+        let mut reorder = Reorder::default();
+        let packet = |n: u8| vec![n];
+        assert_eq!(
+            reorder.push(65_534, packet(1)),
+            [packet(1)],
+            "in order: at once"
+        );
+        // 65,535 is late; 0 and 1 (past the wrap) wait for it.
+        assert!(reorder.push(0, packet(3)).is_empty());
+        assert!(reorder.push(1, packet(4)).is_empty());
+        assert_eq!(
+            reorder.push(65_535, packet(2)),
+            [packet(2), packet(3), packet(4)]
+        );
+        assert!(reorder.push(65_535, packet(2)).is_empty(), "a duplicate");
+        // 2 never comes: three wait for it, and the fourth gives up on it.
+        for (sequence, n) in [(3, 6), (4, 7), (5, 8)] {
+            assert!(reorder.push(sequence, packet(n)).is_empty());
+        }
+        let due = reorder.push(6, packet(9));
+        assert_eq!(due, [packet(6), packet(7), packet(8), packet(9)]);
+        assert!(reorder.push(2, packet(5)).is_empty(), "too late now");
+        assert_eq!(reorder.push(7, packet(10)), [packet(10)]);
+        // A new source's numbering, far off: it starts over at once.
+        assert_eq!(reorder.push(30_000, packet(11)), [packet(11)]);
+        assert_eq!(reorder.push(30_001, packet(12)), [packet(12)]);
     }
 }
