@@ -319,6 +319,20 @@ async fn a_played_prompt_arrives_as_rtp_in_order() {
 }
 
 impl Node {
+    /// The caller of the node's one session (call 1) hangs up, as the API
+    /// tells the session; its id.
+    async fn caller_hangs_up(&self) -> String {
+        let client = reqwest::Client::new();
+        let url = format!("{}/v1/sessions", self.serving.url);
+        let list = client.get(&url).bearer_auth(KEY).send().await.unwrap();
+        let list: serde_json::Value = list.json().await.unwrap();
+        let session = list["sessions"][0]["session_id"].as_str().unwrap();
+        let hangup = format!("{url}/{session}/calls/1/hangup");
+        let hung_up = client.post(hangup).bearer_auth(KEY).send().await.unwrap();
+        assert_eq!(hung_up.status(), 202);
+        session.to_owned()
+    }
+
     /// Places one call with sipp's `scenario` to `number` (X-Prompt:
     /// `prompt`), its media on a socket of the test at `media_ip`, which
     /// the node plays a prompt to and hangs up after; checks the events the
@@ -735,22 +749,17 @@ async fn the_call_centre_connects_its_caller_to_the_agent_it_dials() {
     // The caller hangs up (as the API tells the session): the scenario
     // hangs up the agent, and ends the session once the recording of the
     // conversation is kept; each sipp gets its BYE.
+    let session = node.caller_hangs_up().await;
     let base = format!("{}/v1/sessions", node.serving.url);
-    let api = |path: String| format!("{base}{path}");
-    let client = reqwest::Client::new();
-    let get = async |path: String| client.get(api(path)).bearer_auth(KEY).send().await.unwrap();
-    let list: serde_json::Value = get(String::new()).await.json().await.unwrap();
-    let session = list["sessions"][0]["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let hung_up = client
-        .post(api(format!("/{session}/calls/1/hangup")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hung_up.status(), 202);
+    let get = async |path: String| {
+        let client = reqwest::Client::new();
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+    };
     for (who, sipp) in [("caller", caller_sipp), ("agent", agent_sipp)] {
         if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
             panic!("sipp as the {who}: {failure}");
@@ -954,9 +963,11 @@ async fn a_stream_to_a_private_address_is_refused_cleanly() {
         .iter()
         .find(|line| line.starts_with("stream-ended 1 1 "));
     let ended = ended.unwrap_or_else(|| panic!("{log:?}"));
-    assert!(
-        ended.starts_with("stream-ended 1 1 could not connect: ") && ended.contains("127.0.0.1"),
-        "{ended}"
+    // Refused before connecting (a connection to port 9 would be refused
+    // too, but not for this reason).
+    assert_eq!(
+        ended,
+        "stream-ended 1 1 could not connect: 127.0.0.1 is 127.0.0.1, an internal address"
     );
 }
 
@@ -1013,26 +1024,7 @@ async fn baresip_as_the_agent_hears_the_caller_it_was_connected_to() {
         tokio::time::sleep(Duration::from_secs(3)),
     )
     .await;
-    let sessions: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/sessions", node.serving.url))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = sessions["sessions"][0]["session_id"].as_str().unwrap();
-    let hung_up = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/sessions/{session}/calls/1/hangup",
-            node.serving.url
-        ))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hung_up.status(), 202);
+    node.caller_hangs_up().await;
     if let Err(failure) = sipp.finish(SIPP_LIMIT).await {
         panic!("sipp: {failure}");
     }
@@ -1074,7 +1066,8 @@ async fn an_apps_speech_service_speaks_for_say() {
     let (_, packets) = node
         .prompted_call("uac_play.xml", "say", "Grüß Gott & welcome", "127.0.0.1")
         .await;
-    let asked = asked.recv().await.unwrap();
+    // Asked before the speech played, so before the call ended.
+    let asked = asked.try_recv().expect("the service was asked");
     assert_eq!(
         asked,
         "/speak?voice=anna&text=Gr%C3%BC%C3%9F+Gott+%26+welcome&language=en-US"

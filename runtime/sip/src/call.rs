@@ -91,8 +91,6 @@ struct Running {
     context: CallContext,
     rtp: Rtp,
     incoming: bool,
-    /// Where the far end takes audio, once known.
-    remote: Option<RemoteAudio>,
     /// Why an incoming call's offer cannot be answered.
     unanswerable: Option<String>,
     /// We sent 200 OK to an incoming call.
@@ -129,7 +127,9 @@ impl SipCall {
             Direction::IncomingWithoutOffer => (true, None, None, None),
             Direction::Outbound(invite) => (false, None, None, Some(invite)),
         };
-        rtp.sender().set_remote(remote.clone());
+        // Where the far end takes audio, once known, is the sender's to
+        // keep (`Running::remote`).
+        rtp.sender().set_remote(remote);
         let mut call = Running {
             ids: vec![dialog.id()],
             dialog,
@@ -137,7 +137,6 @@ impl SipCall {
             context,
             rtp,
             incoming,
-            remote,
             unanswerable,
             answered: false,
             connected: false,
@@ -182,9 +181,9 @@ impl Running {
         match state {
             DialogState::Confirmed(id, response) => {
                 self.ids.push(id);
-                if self.remote.is_none() && !self.incoming {
+                if self.remote().is_none() && !self.incoming {
                     self.agree(sdp::parse(response.body()).ok());
-                } else if self.remote.is_none() {
+                } else if self.remote().is_none() {
                     // A late offer: the caller answered ours in its ACK.
                     let ack = self.dialog.last_remote_ack();
                     match sdp::parse(ack.as_ref().map_or(&[][..], |ack| ack.body())) {
@@ -263,8 +262,7 @@ impl Running {
     async fn on_reinvite(&mut self, request: &Request, handle: TransactionHandle) {
         let body = request.body();
         let offer = if body.iter().all(u8::is_ascii_whitespace) {
-            self.remote
-                .clone()
+            self.remote()
                 .ok_or_else(|| "no media was agreed yet".to_owned())
         } else {
             sdp::parse(body)
@@ -370,9 +368,13 @@ impl Running {
 
     /// The far end's media as agreed (again): where prompts and relayed
     /// audio go, and in which codec.
-    fn agree(&mut self, remote: Option<RemoteAudio>) {
-        self.rtp.sender().set_remote(remote.clone());
-        self.remote = remote;
+    fn agree(&self, remote: Option<RemoteAudio>) {
+        self.rtp.sender().set_remote(remote);
+    }
+
+    /// Where the far end takes audio, once known.
+    fn remote(&self) -> Option<RemoteAudio> {
+        self.rtp.sender().remote()
     }
 
     fn connect(&mut self) {
@@ -450,7 +452,7 @@ impl Running {
 
     fn answer(&mut self) -> Next {
         // Our answer to the caller's offer, or, without one, our offer.
-        let description = match (&self.remote, &self.unanswerable) {
+        let description = match (&self.remote(), &self.unanswerable) {
             (Some(remote), _) => sdp::describe(
                 self.rtp.advertised(),
                 &[remote.codec],
@@ -516,7 +518,7 @@ impl Running {
             previous.abort();
         }
         let context = self.context.clone();
-        let sender = self.remote.is_some().then(|| self.rtp.sender());
+        let sender = self.remote().is_some().then(|| self.rtp.sender());
         self.playback = Some(tokio::spawn(async move {
             let (what, samples) = match &prompt {
                 Prompt::File(url) => {

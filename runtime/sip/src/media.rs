@@ -274,7 +274,7 @@ impl RtpSender {
         *self.0.remote.locked() = remote;
     }
 
-    fn remote(&self) -> Option<RemoteAudio> {
+    pub fn remote(&self) -> Option<RemoteAudio> {
         self.0.remote.locked().clone()
     }
 
